@@ -1,0 +1,475 @@
+//! Configuration: one TOML file, overridden key by key from `GROUPWATCH__SECTION__KEY` variables,
+//! loaded once at start-up into typed structs and validated before anything connects.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default), and every error
+//! names the key it is about, so `groupwatch serve` can exit 2 with one useful line.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::crypto;
+
+pub const ENV_PREFIX: &str = "GROUPWATCH__";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config: {key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { key: key.into(), reason: reason.into() }
+    }
+}
+
+/// A value that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        string_like(d).map(Secret)
+    }
+}
+
+/// Accepts a string, or a number/bool written without quotes (an environment variable such as
+/// `GROUPWATCH__WECOM__ACME__SECRET=12345` arrives untyped and is read as TOML).
+fn string_like<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::I(i) => i.to_string(),
+        Scalar::F(f) => f.to_string(),
+        Scalar::B(b) => b.to_string(),
+    })
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub amqp: AmqpConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub wecom: Vec<WecomTenant>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Callback bodies above this are answered 413 (WeCom events are a few KiB at most).
+    pub max_body_bytes: usize,
+    /// A request (including reading its body) that takes longer is answered 408.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 4_000,
+        }
+    }
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| serde::de::Error::custom(format!("{s:?} is not an address such as 127.0.0.1:8080")))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    pub enabled: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpConfig {
+    pub url: Secret,
+    pub exchange: String,
+    pub declare_default_queues: bool,
+    /// How long the callback waits for the broker to confirm the hand-off before answering 503.
+    pub confirm_timeout_ms: u64,
+    /// Number of inbound queues (`{exchange}.inbound.N`); chats are spread over them by hash.
+    /// Every instance on one broker must use the same value.
+    pub inbound_shards: u16,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            exchange: "groupwatch".into(),
+            declare_default_queues: true,
+            confirm_timeout_ms: 3_000,
+            inbound_shards: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub url: Secret,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { url: Secret::new("sqlite://groupwatch.db") }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable in a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `groupwatch=debug,lapin=warn`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Auto, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WecomTenant {
+    #[serde(deserialize_with = "string_like")]
+    pub tenant: String,
+    #[serde(deserialize_with = "string_like")]
+    pub corp_id: String,
+    /// The callback Token.
+    pub token: Secret,
+    /// The callback EncodingAESKey (43 characters).
+    pub encoding_aes_key: Secret,
+    /// Secret of an app allowed to call the customer-contact APIs.
+    pub secret: Secret,
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+    /// The receive id inside encrypted messages; the corp id for self-built apps (the default),
+    /// the suite id for a third-party app's instruction callback.
+    #[serde(default)]
+    pub receive_id: Option<String>,
+}
+
+fn default_api_base() -> String {
+    "https://qyapi.weixin.qq.com".into()
+}
+
+impl WecomTenant {
+    pub fn receive_id(&self) -> &str {
+        self.receive_id.as_deref().unwrap_or(&self.corp_id)
+    }
+
+    pub fn crypt(&self) -> Result<crypto::WxCrypt, crypto::CryptoError> {
+        crypto::WxCrypt::new(self.token.expose(), self.encoding_aes_key.expose(), self.receive_id())
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `GROUPWATCH__…` overrides from `env`, then validates.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text, env)
+    }
+
+    /// Parses TOML text, applies overrides, validates.
+    pub fn from_toml(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut root: toml::Value = text.parse::<toml::Table>().map(toml::Value::Table).map_err(|e| {
+            let reason = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+            let key = e
+                .span()
+                .map(|s| format!("line {}", text[..s.start].lines().count().max(1)))
+                .unwrap_or_else(|| "file".into());
+            ConfigError::new(key, reason)
+        })?;
+        let mut overrides: Vec<_> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        overrides.sort();
+        for (name, value) in overrides {
+            apply_override(&mut root, &name, &value)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(root).map_err(|e| {
+            let key = e.path().to_string();
+            let mut reason = e.into_inner().to_string();
+            // toml's messages can span lines; the contract promises one line.
+            reason = reason.lines().next().unwrap_or_default().trim().to_owned();
+            ConfigError::new(if key == "." { "file".into() } else { key }, reason)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&WecomTenant> {
+        self.wecom.iter().find(|t| t.tenant == name)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.wecom.is_empty() {
+            return Err(ConfigError::new("wecom", "at least one [[wecom]] tenant is required"));
+        }
+        for (i, t) in self.wecom.iter().enumerate() {
+            let key = |field: &str| format!("wecom[{i}].{field}");
+            if t.tenant.is_empty()
+                || !t.tenant.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
+                return Err(ConfigError::new(key("tenant"), format!("{:?} must match [a-z0-9_-]+", t.tenant)));
+            }
+            if self.wecom[..i].iter().any(|other| other.tenant == t.tenant) {
+                return Err(ConfigError::new(key("tenant"), format!("{:?} is configured twice", t.tenant)));
+            }
+            if t.corp_id.trim().is_empty() {
+                return Err(ConfigError::new(key("corp_id"), "must not be empty"));
+            }
+            if t.token.expose().is_empty() {
+                return Err(ConfigError::new(key("token"), "must not be empty"));
+            }
+            if crypto::decode_aes_key(t.encoding_aes_key.expose()).is_err() {
+                return Err(ConfigError::new(
+                    key("encoding_aes_key"),
+                    "must be 43 characters [A-Za-z0-9] that decode to a 32-byte key",
+                ));
+            }
+            if t.secret.expose().is_empty() {
+                return Err(ConfigError::new(key("secret"), "must not be empty"));
+            }
+            check_url(&key("api_base"), &t.api_base, &["http", "https"])?;
+        }
+        check_url("amqp.url", self.amqp.url.expose(), &["amqp", "amqps"])?;
+        let ex = &self.amqp.exchange;
+        if ex.is_empty() || ex.len() > 200 || !ex.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(ConfigError::new("amqp.exchange", format!("{ex:?} must match [A-Za-z0-9._-]{{1,200}}")));
+        }
+        if self.amqp.confirm_timeout_ms == 0 {
+            return Err(ConfigError::new("amqp.confirm_timeout_ms", "must be positive"));
+        }
+        if !(1..=256).contains(&self.amqp.inbound_shards) {
+            return Err(ConfigError::new("amqp.inbound_shards", "must be between 1 and 256"));
+        }
+        check_url("store.url", self.store.url.expose(), &["sqlite", "postgres", "postgresql"])?;
+        if self.http.max_body_bytes < 1024 {
+            return Err(ConfigError::new("http.max_body_bytes", "must be at least 1024"));
+        }
+        if self.http.request_timeout_ms == 0 {
+            return Err(ConfigError::new("http.request_timeout_ms", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a URL's scheme without echoing it back: it may carry a password.
+fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let scheme = value.split_once("://").map(|(s, _)| s);
+    match (scheme, url::Url::parse(value)) {
+        (Some(s), Ok(_)) if schemes.contains(&s) => Ok(()),
+        _ => Err(ConfigError::new(key, format!("must be a URL starting with {}://", schemes.join("://, ")))),
+    }
+}
+
+/// Applies `GROUPWATCH__A__B=value` as `a.b = value`. `[[wecom]]` entries are addressed by tenant
+/// name or index: `GROUPWATCH__WECOM__ACME__SECRET` or `GROUPWATCH__WECOM__0__SECRET`.
+fn apply_override(root: &mut toml::Value, name: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if path.iter().any(String::is_empty) {
+        return Err(ConfigError::new(name, "malformed override name"));
+    }
+    let mut node = root;
+    for (depth, segment) in path.iter().enumerate() {
+        let last = depth == path.len() - 1;
+        node = match node {
+            toml::Value::Table(table) => {
+                if last {
+                    table.insert(segment.clone(), parse_env_value(value));
+                    return Ok(());
+                }
+                table.entry(segment.clone()).or_insert_with(|| toml::Value::Table(Default::default()))
+            }
+            toml::Value::Array(items) => {
+                let found = match segment.parse::<usize>() {
+                    Ok(i) => items.get_mut(i),
+                    Err(_) => items
+                        .iter_mut()
+                        .find(|item| item.get("tenant").and_then(|t| t.as_str()) == Some(segment.as_str())),
+                };
+                let item = found.ok_or_else(|| ConfigError::new(name, format!("no entry {segment:?} to override")))?;
+                if last {
+                    return Err(ConfigError::new(name, "cannot replace a whole [[table]] entry"));
+                }
+                item
+            }
+            _ => return Err(ConfigError::new(name, "overrides a value that is not a table")),
+        };
+    }
+    Ok(())
+}
+
+/// An environment value is read as a TOML value when it is one (`true`, `8080`, `[1, 2]`),
+/// otherwise as a plain string, so URLs and secrets need no quoting.
+fn parse_env_value(value: &str) -> toml::Value {
+    format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !matches!(v, toml::Value::Table(_)))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[http]
+listen = "127.0.0.1:0"
+
+[amqp]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+exchange = "gw-test"
+
+[[wecom]]
+tenant = "acme"
+corp_id = "ww1234567890abcdef"
+token = "QDG6eK"
+encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+secret = "s3cr3t-value"
+
+[[wecom]]
+tenant = "beta_2"
+corp_id = "ww2"
+token = "t"
+encoding_aes_key = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"
+secret = "other"
+api_base = "http://127.0.0.1:9000"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml(text, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn good_config_with_defaults() {
+        let c = load(GOOD, &[]).unwrap();
+        assert!(c.http.enabled && c.worker.enabled && c.amqp.declare_default_queues);
+        assert_eq!(c.wecom.len(), 2);
+        assert_eq!(c.wecom[0].api_base, "https://qyapi.weixin.qq.com");
+        assert_eq!(c.tenant("beta_2").unwrap().api_base, "http://127.0.0.1:9000");
+        assert_eq!(c.store.url.expose(), "sqlite://groupwatch.db");
+        assert_eq!(c.wecom[0].receive_id(), "ww1234567890abcdef");
+    }
+
+    #[test]
+    fn env_overrides() {
+        let c = load(
+            GOOD,
+            &[
+                ("GROUPWATCH__AMQP__URL", "amqp://u:p@broker:5672/vh"),
+                ("GROUPWATCH__HTTP__ENABLED", "false"),
+                ("GROUPWATCH__WECOM__ACME__SECRET", "12345"),
+                ("GROUPWATCH__WECOM__1__TOKEN", "tok"),
+                ("GROUPWATCH_CONFIG", "ignored.toml"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.amqp.url.expose(), "amqp://u:p@broker:5672/vh");
+        assert!(!c.http.enabled);
+        assert_eq!(c.wecom[0].secret.expose(), "12345");
+        assert_eq!(c.wecom[1].token.expose(), "tok");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (&GOOD.replace("jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "short"), &[], "wecom[0].encoding_aes_key"),
+            (&GOOD.replace("tenant = \"acme\"", "tenant = \"Acme!\""), &[], "wecom[0].tenant"),
+            (&GOOD.replace("tenant = \"beta_2\"", "tenant = \"acme\""), &[], "wecom[1].tenant"),
+            (&GOOD.replace("http://127.0.0.1:9000", "ftp://x"), &[], "wecom[1].api_base"),
+            (&GOOD.replace("exchange = \"gw-test\"", "exchnage = \"x\""), &[], "amqp.exchnage"),
+            (&GOOD.replace("127.0.0.1:0", "nowhere"), &[], "http.listen"),
+            (GOOD, &[("GROUPWATCH__AMQP__URL", "http://x")], "amqp.url"),
+            (GOOD, &[("GROUPWATCH__STORE__URL", "mysql://x")], "store.url"),
+            (GOOD, &[("GROUPWATCH__HTTP__ENABLED", "maybe")], "http.enabled"),
+            (GOOD, &[("GROUPWATCH__WECOM__NOPE__SECRET", "x")], "GROUPWATCH__WECOM__NOPE__SECRET"),
+            ("[http]\nenabled = true\n", &[], "wecom"),
+            ("[http\n", &[], "line 1"),
+        ];
+        for (text, env, key) in cases {
+            let err = load(text, env).unwrap_err();
+            assert_eq!(err.key, *key, "{err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load(&GOOD.replace("[http]", "[http]\nlisten_addr = \"x\""), &[]).unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let c = load(GOOD, &[]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t-value") && !shown.contains("guest:guest") && !shown.contains("jWmYm7"));
+        let err = load(GOOD, &[("GROUPWATCH__AMQP__URL", "amqpx://user:hunter2@host")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}
