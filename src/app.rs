@@ -1,0 +1,123 @@
+//! Wiring: builds the broker, the HTTP router and (later) the workers from one [`Config`], and
+//! runs them until a shutdown future resolves (the mini-redis pattern: tests pass their own).
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::broker::Broker;
+use crate::callback::{self, CallbackState};
+use crate::config::Config;
+use crate::inbound::Inbound;
+use crate::telemetry;
+
+pub struct Application {
+    config: Config,
+    listener: Option<TcpListener>,
+    broker: Broker,
+    broker_task: tokio::task::JoinHandle<()>,
+    /// Cancelled last, once nothing needs the broker any more.
+    shutdown: CancellationToken,
+}
+
+#[derive(Clone)]
+struct OpsState {
+    broker: Broker,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free one) and starts connecting to the broker.
+    /// Does not wait for the broker: `/readyz` says when it is there.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let (broker, broker_task) = Broker::start(&config.amqp, shutdown.child_token());
+        let listener = if config.http.enabled {
+            let listener = TcpListener::bind(config.http.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http.listen))?;
+            Some(listener)
+        } else {
+            None
+        };
+        Ok(Self { config, listener, broker, broker_task, shutdown })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    fn router(&self) -> anyhow::Result<Router> {
+        let tenants = self
+            .config
+            .wecom
+            .iter()
+            .map(|t| Ok((t.tenant.clone(), t.crypt()?)))
+            .collect::<anyhow::Result<HashMap<_, _>>>()?;
+        let callbacks = Router::new()
+            .route("/wecom/{tenant}/callback", get(callback::verify_url).post(callback::receive_event))
+            .with_state(CallbackState { tenants: Arc::new(tenants), inbound: Inbound::new(self.broker.clone()) });
+        let ops = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(|| async { telemetry::metrics_handle().render() }))
+            .with_state(OpsState { broker: self.broker.clone() });
+        Ok(callbacks
+            .merge(ops)
+            .layer(DefaultBodyLimit::max(self.config.http.max_body_bytes))
+            // Slow clients must not pin connections: the whole request, body included, is bounded.
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_millis(self.config.http.request_timeout_ms),
+            )))
+    }
+
+    /// Runs until `signal` resolves, then stops accepting, lets in-flight requests finish and
+    /// closes the broker connection.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        telemetry::metrics_handle();
+        // Two phases: the signal stops intake; the broker closes only after in-flight requests
+        // (and their hand-offs) have finished.
+        let stop_intake = CancellationToken::new();
+        let trigger = stop_intake.clone();
+        tokio::spawn(async move {
+            signal.await;
+            trigger.cancel();
+        });
+        if let Some(listener) = self.listener.as_ref() {
+            tracing::info!(addr = %listener.local_addr()?, "listening");
+        }
+        let router = self.router()?;
+        match self.listener {
+            Some(listener) => {
+                axum::serve(listener, router).with_graceful_shutdown(stop_intake.cancelled_owned()).await?;
+            }
+            None => stop_intake.cancelled().await,
+        }
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.broker_task).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn readyz(State(ops): State<OpsState>) -> impl IntoResponse {
+    if ops.broker.is_connected() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable")
+    }
+}

@@ -1,0 +1,279 @@
+//! The one owner of the AMQP connection.
+//!
+//! A supervisor task connects, declares the topology, enables publisher confirms and hands the
+//! live [`Link`] to everyone through a `watch` channel. When the connection dies it clears the
+//! link (publishers answer "unavailable" at once, so callbacks get 503 and WeCom retries), backs
+//! off and starts over. lapin's own auto-recovery is not used: it is reported not to survive a
+//! broker restart.
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AmqpConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker is not connected")]
+    Unavailable,
+    #[error("broker did not confirm within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("broker refused the message (nack)")]
+    Nacked,
+    #[error("message was unroutable (no queue bound for {0:?})")]
+    Unroutable(String),
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// Names of everything groupwatch declares, all under the configured exchange name so two
+/// deployments with different exchange names never share a queue.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub exchange: String,
+    pub declare_default_queues: bool,
+    pub inbound_shards: u16,
+}
+
+pub const MEMBER_EVENT_TYPES: [&str; 2] = ["member.join", "member.leave"];
+
+impl Topology {
+    pub fn from_config(cfg: &AmqpConfig) -> Self {
+        Self {
+            exchange: cfg.exchange.clone(),
+            declare_default_queues: cfg.declare_default_queues,
+            inbound_shards: cfg.inbound_shards,
+        }
+    }
+
+    /// Inbound events are sharded by chat so that one consumer owns each chat's order.
+    pub fn inbound_queue(&self, shard: u16) -> String {
+        format!("{}.inbound.{shard}", self.exchange)
+    }
+
+    pub fn inbound_queues(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.inbound_shards).map(|s| self.inbound_queue(s))
+    }
+
+    pub fn shard_for(&self, chat_id: &str) -> u16 {
+        // FNV-1a: stable across processes and versions (std's hasher is randomly seeded).
+        let mut h: u32 = 0x811c_9dc5;
+        for b in chat_id.bytes() {
+            h ^= b as u32;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        (h % self.inbound_shards as u32) as u16
+    }
+
+    pub fn default_queue(&self, event_type: &str) -> String {
+        format!("{}.{event_type}", self.exchange)
+    }
+
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.exchange)
+    }
+
+    /// Declares the exchange, inbound shard queues, dead-letter queue and (optionally) the
+    /// default member queues. Idempotent; every instance runs it on every (re)connect.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        channel.exchange_declare(&self.exchange, ExchangeKind::Topic, durable_exchange, FieldTable::default()).await?;
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        let mut inbound_args = FieldTable::default();
+        // Only one consumer across all instances receives a shard at a time: per-chat order
+        // and single processing hold however many instances run.
+        inbound_args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        for queue in self.inbound_queues() {
+            channel.queue_declare(&queue, durable, inbound_args.clone()).await?;
+        }
+        channel.queue_declare(&self.dead_letter_queue(), durable, FieldTable::default()).await?;
+        if self.declare_default_queues {
+            for event_type in MEMBER_EVENT_TYPES {
+                let queue = self.default_queue(event_type);
+                channel.queue_declare(&queue, durable, FieldTable::default()).await?;
+                channel
+                    .queue_bind(
+                        &queue,
+                        &self.exchange,
+                        &format!("*.*.{event_type}"),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A live connection and the confirm-mode channel used for publishing.
+#[derive(Clone)]
+pub struct Link {
+    pub connection: Arc<Connection>,
+    pub publish: Channel,
+    /// Fired by anyone who sees the link fail, so the supervisor reconnects without waiting for
+    /// the heartbeat to notice.
+    broken: Arc<Notify>,
+}
+
+impl Link {
+    pub fn mark_broken(&self) {
+        self.broken.notify_one();
+    }
+}
+
+#[derive(Clone)]
+pub struct Broker {
+    url: crate::config::Secret,
+    topology: Topology,
+    confirm_timeout: Duration,
+    link: watch::Receiver<Option<Link>>,
+}
+
+impl Broker {
+    /// Starts the supervisor. The returned broker is usable at once; until the first connection
+    /// succeeds it reports [`BrokerError::Unavailable`].
+    pub fn start(cfg: &AmqpConfig, shutdown: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = watch::channel(None);
+        let broker = Self {
+            url: cfg.url.clone(),
+            topology: Topology::from_config(cfg),
+            confirm_timeout: Duration::from_millis(cfg.confirm_timeout_ms),
+            link: rx,
+        };
+        let task = tokio::spawn(broker.clone().supervise(tx, shutdown));
+        (broker, task)
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn current(&self) -> Option<Link> {
+        self.link.borrow().clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.link.borrow().as_ref().is_some_and(|l| l.connection.status().connected())
+    }
+
+    /// A receiver that changes every time the link is replaced or lost.
+    pub fn watch(&self) -> watch::Receiver<Option<Link>> {
+        self.link.clone()
+    }
+
+    /// Waits until a link is up (or `timeout` passes).
+    pub async fn connected(&self, timeout: Duration) -> Result<Link, BrokerError> {
+        let mut rx = self.link.clone();
+        let wait = async move { rx.wait_for(|l| l.is_some()).await.map(|l| l.clone()) };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(Some(link))) => Ok(link),
+            _ => Err(BrokerError::Unavailable),
+        }
+    }
+
+    async fn supervise(self, tx: watch::Sender<Option<Link>>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let attempt = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.open_link() => r,
+            };
+            match attempt {
+                Ok(link) => {
+                    backoff = Duration::from_millis(200);
+                    metrics::gauge!("groupwatch_broker_connected").set(1.0);
+                    tracing::info!(exchange = %self.topology.exchange, "connected to the broker");
+                    let broken = link.broken.clone();
+                    let connection = link.connection.clone();
+                    tx.send_replace(Some(link));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            tx.send_replace(None);
+                            let _ = connection.close(200, "groupwatch shutting down").await;
+                            break;
+                        }
+                        _ = broken.notified() => {}
+                    }
+                    tx.send_replace(None);
+                    metrics::gauge!("groupwatch_broker_connected").set(0.0);
+                    metrics::counter!("groupwatch_broker_reconnects_total").increment(1);
+                    tracing::warn!("broker connection lost; reconnecting");
+                    let _ = connection.close(320, "reconnecting").await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect to the broker");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+        tx.send_replace(None);
+    }
+
+    async fn open_link(&self) -> Result<Link, lapin::Error> {
+        let props = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio)
+            .with_connection_name("groupwatch".into());
+        let connection = Connection::connect(self.url.expose(), props).await?;
+        let broken = Arc::new(Notify::new());
+        let on_error = broken.clone();
+        connection.on_error(move |_| on_error.notify_one());
+        let channel = connection.create_channel().await?;
+        self.topology.declare(&channel).await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Link { connection: Arc::new(connection), publish: channel, broken })
+    }
+
+    /// Publishes one persistent message with `mandatory` set and waits for the broker's confirm.
+    /// Success means the broker has the message in at least one queue.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let link = self.current().ok_or(BrokerError::Unavailable)?;
+        let properties = properties.with_delivery_mode(2);
+        let publish = async {
+            let confirm = link
+                .publish
+                .basic_publish(
+                    exchange,
+                    routing_key,
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    payload,
+                    properties,
+                )
+                .await?;
+            confirm.await
+        };
+        let outcome = match tokio::time::timeout(self.confirm_timeout, publish).await {
+            Err(_) => return Err(BrokerError::ConfirmTimeout(self.confirm_timeout)),
+            Ok(Err(e)) => {
+                // A channel-level error (e.g. a missing exchange) closes the channel for good.
+                link.mark_broken();
+                return Err(e.into());
+            }
+            Ok(Ok(c)) => c,
+        };
+        match outcome {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_returned)) => Err(BrokerError::Unroutable(routing_key.to_owned())),
+            Confirmation::Nack(_) => Err(BrokerError::Nacked),
+            Confirmation::NotRequested => unreachable!("the publish channel is in confirm mode"),
+        }
+    }
+}

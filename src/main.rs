@@ -1,0 +1,141 @@
+//! The `groupwatch` binary: command-line parsing and exit codes only; the work is in the library.
+//! Exit codes: 0 success, 2 bad usage or bad config, 1 anything else.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use groupwatch::app::Application;
+use groupwatch::config::Config;
+use groupwatch::replay::Replayer;
+use groupwatch::telemetry;
+
+#[derive(Parser)]
+#[command(name = "groupwatch", version, about = "WeCom customer-group callbacks in, member events on RabbitMQ out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The TOML configuration file.
+    #[arg(long, env = "GROUPWATCH_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the callback endpoint and the workers until SIGINT/SIGTERM.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Encrypt, sign and POST fixture events to a callback URL, as WeCom would.
+    Replay {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The tenant whose Token and EncodingAESKey sign the events.
+        #[arg(long)]
+        tenant: String,
+        /// The callback URL, e.g. http://127.0.0.1:8080/wecom/acme/callback
+        #[arg(long)]
+        url: String,
+        /// Plaintext event XML files.
+        #[arg(required = true)]
+        fixtures: Vec<PathBuf>,
+    },
+}
+
+enum Failure {
+    Usage(String),
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Other(e.into())
+    }
+}
+
+fn load_config(arg: &ConfigArg) -> Result<Config, Failure> {
+    Config::load(&arg.config, std::env::vars()).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("groupwatch: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(Failure::Usage(reason)) => {
+            eprintln!("groupwatch: {reason}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("groupwatch: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Serve { config } => {
+            let config = load_config(&config)?;
+            telemetry::init_logging(&config.log);
+            let app = Application::build(config).await?;
+            app.run_until(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { config, tenant, url, fixtures } => {
+            let config = load_config(&config)?;
+            let tenant = config
+                .tenant(&tenant)
+                .ok_or_else(|| Failure::Usage(format!("--tenant: {tenant:?} is not a configured [[wecom]] tenant")))?;
+            let replayer = Replayer::new(tenant, &url).map_err(|e| Failure::Usage(format!("--url: {e}")))?;
+            let mut all_ok = true;
+            for fixture in &fixtures {
+                match replayer.post_file(fixture).await {
+                    Ok(status) => {
+                        all_ok &= status.is_success();
+                        println!("{} {}", fixture.display(), status.as_u16());
+                    }
+                    Err(e) => {
+                        all_ok = false;
+                        println!("{} error: {e}", fixture.display());
+                    }
+                }
+            }
+            Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}

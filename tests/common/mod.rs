@@ -1,0 +1,164 @@
+//! Test harness: spawns the real application on a random port against the real RabbitMQ,
+//! each test with its own exchange name (so its own queues), and cleans up after itself.
+#![allow(dead_code)]
+
+use groupwatch::app::Application;
+use groupwatch::broker::Topology;
+use groupwatch::config::Config;
+use groupwatch::inbound::{InboundBatch, InboundEvent};
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const TENANT: &str = "acme";
+pub const CORP_ID: &str = "ww1234567890abcdef";
+pub const TOKEN: &str = "QDG6eK";
+pub const AES_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+
+pub fn amqp_url() -> String {
+    std::env::var("GROUPWATCH_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn unique_exchange() -> String {
+    format!("gwtest-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A config for one test: fresh exchange, random port, worker off unless the test turns it on.
+pub fn test_config(exchange: &str, extra_toml: &str) -> String {
+    format!(
+        r#"
+[http]
+listen = "127.0.0.1:0"
+
+[worker]
+enabled = false
+
+[amqp]
+url = "{amqp}"
+exchange = "{exchange}"
+
+[[wecom]]
+tenant = "{TENANT}"
+corp_id = "{CORP_ID}"
+token = "{TOKEN}"
+encoding_aes_key = "{AES_KEY}"
+secret = "test-secret"
+api_base = "http://127.0.0.1:9"
+
+[[wecom]]
+tenant = "vector_a"
+corp_id = "wx5823bf96d3bd56c7"
+token = "QDG6eK"
+encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+secret = "test-secret"
+{extra_toml}
+"#,
+        amqp = amqp_url()
+    )
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub topology: Topology,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub fn callback_url(&self, tenant: &str) -> String {
+        format!("http://{}/wecom/{tenant}/callback", self.addr)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the app the way SIGTERM would and waits for it to finish.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("app stops within 15 s")
+            .expect("app task")
+            .expect("app exits cleanly");
+    }
+}
+
+pub async fn spawn_app(config_toml: &str) -> TestApp {
+    spawn_app_with(config_toml, true).await
+}
+
+/// Starts the app; with `wait_broker`, fails loudly unless RabbitMQ is reachable within 15 s.
+pub async fn spawn_app_with(config_toml: &str, wait_broker: bool) -> TestApp {
+    let config = Config::from_toml(config_toml, std::iter::empty()).expect("valid test config");
+    let app = Application::build(config.clone()).await.expect("app builds");
+    let addr = app.local_addr().expect("http enabled");
+    let topology = app.broker().topology().clone();
+    if wait_broker {
+        app.broker().connected(Duration::from_secs(15)).await.unwrap_or_else(|_| {
+            panic!("RabbitMQ at {} is not reachable: start it (rabbitmq-server -detached)", amqp_url())
+        });
+    }
+    let stop = CancellationToken::new();
+    let signal = stop.clone().cancelled_owned();
+    let task = tokio::spawn(app.run_until(signal));
+    TestApp { addr, config, topology, stop, task }
+}
+
+/// A separate AMQP connection, as a consumer of groupwatch would have.
+pub async fn amqp() -> Connection {
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ must be running for the integration tests")
+}
+
+/// Number of messages waiting in a queue.
+pub async fn queue_len(conn: &Connection, queue: &str) -> u32 {
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(queue, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap_or_else(|e| panic!("queue {queue} should exist: {e}"));
+    q.message_count()
+}
+
+pub async fn inbound_len(conn: &Connection, topology: &Topology) -> u32 {
+    let mut total = 0;
+    for q in topology.inbound_queues() {
+        total += queue_len(conn, &q).await;
+    }
+    total
+}
+
+/// Drains every inbound shard queue and returns the events found, acked.
+pub async fn drain_inbound(conn: &Connection, topology: &Topology) -> Vec<(String, InboundEvent)> {
+    let ch = conn.create_channel().await.unwrap();
+    let mut found = Vec::new();
+    for queue in topology.inbound_queues() {
+        while let Some(msg) = ch.basic_get(&queue, BasicGetOptions { no_ack: true }).await.unwrap() {
+            assert_eq!(msg.delivery.properties.delivery_mode(), &Some(2), "inbound messages are persistent");
+            let batch: InboundBatch = serde_json::from_slice(&msg.delivery.data).expect("inbound body is a batch");
+            for ev in batch.events {
+                found.push((queue.clone(), ev));
+            }
+        }
+    }
+    found
+}
+
+/// Deletes everything the test's exchange name owns.
+pub async fn cleanup(conn: &Connection, topology: &Topology) {
+    let ch = conn.create_channel().await.unwrap();
+    let mut queues: Vec<String> = topology.inbound_queues().collect();
+    queues.push(topology.dead_letter_queue());
+    queues.push(topology.default_queue("member.join"));
+    queues.push(topology.default_queue("member.leave"));
+    for q in queues {
+        let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
+    }
+    let _ = ch.exchange_delete(&topology.exchange, ExchangeDeleteOptions::default()).await;
+}

@@ -1,0 +1,205 @@
+//! The callback front door, end to end: real HTTP, real RabbitMQ.
+
+mod common;
+
+use common::*;
+use groupwatch::crypto::WxCrypt;
+use groupwatch::event::{parse_callback, Callback};
+use groupwatch::replay::{sign_event, Replayer};
+use std::path::PathBuf;
+
+fn fixtures() -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 9, "fixtures are present");
+    files
+}
+
+#[tokio::test]
+async fn every_fixture_replayed_over_http_lands_in_the_inbound_queue() {
+    let exchange = unique_exchange();
+    let app = spawn_app(&test_config(&exchange, "")).await;
+    let conn = amqp().await;
+    let replayer = Replayer::new(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap();
+
+    let mut expected = Vec::new();
+    for file in fixtures() {
+        let status = replayer.post_file(&file).await.unwrap();
+        assert_eq!(status, 200, "{}", file.display());
+        let xml = std::fs::read_to_string(&file).unwrap();
+        if let Callback::ChangeExternalChat(ev) = parse_callback(&xml).unwrap() {
+            expected.push(*ev);
+        }
+    }
+    assert_eq!(expected.len(), fixtures().len() - 1, "all but the unknown event type are queued");
+
+    let found = drain_inbound(&conn, &app.topology).await;
+    let mut got: Vec<_> = found.iter().map(|(_, ev)| ev.event.clone()).collect();
+    got.sort_by(|a, b| (a.create_time, &a.chat_id).cmp(&(b.create_time, &b.chat_id)));
+    expected.sort_by(|a, b| (a.create_time, &a.chat_id).cmp(&(b.create_time, &b.chat_id)));
+    assert_eq!(got, expected);
+    for (queue, ev) in &found {
+        assert_eq!(ev.tenant, TENANT);
+        assert_eq!(queue, &app.topology.inbound_queue(app.topology.shard_for(&ev.event.chat_id)));
+    }
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn url_verification_answers_the_exact_plaintext_of_the_official_vector() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let url = format!(
+        "{}?msg_signature=5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3&timestamp=1409659589&nonce=263014780&echostr={}",
+        app.callback_url("vector_a"),
+        "P9nAzCzyDtyTWESHep1vC5X9xho%2FqYX3Zpb4yKa9SKld1DsH3Iyt3tP3zNdtp%2B4RPcs8TgAE7OaBO%2BFZXvnaqQ%3D%3D"
+    );
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"1616140317555161061");
+
+    // The same request with one signature character changed is refused.
+    let bad = url.replace("msg_signature=5c45", "msg_signature=6c45");
+    assert_eq!(reqwest::get(&bad).await.unwrap().status(), 401);
+    let conn = amqp().await;
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_status_and_queues_nothing() {
+    let exchange = unique_exchange();
+    let app = spawn_app(&test_config(&exchange, "")).await;
+    let conn = amqp().await;
+    let http = reqwest::Client::new();
+    let event = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom/update_add_member.xml")).unwrap();
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let now = groupwatch::callback::now_ms() / 1000;
+
+    let post = |tenant: &str, query: Vec<(&'static str, String)>, body: String| {
+        let mut url = url::Url::parse(&app.callback_url(tenant)).unwrap();
+        url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        http.post(url).body(body).send()
+    };
+    let good = sign_event(&crypt, &event, now);
+
+    // Unknown tenant.
+    let r = post("nobody", good.query.clone(), good.body.clone()).await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Bad signature, and no signature at all.
+    let mut q = good.query.clone();
+    q[0].1 = "0".repeat(40);
+    assert_eq!(post(TENANT, q, good.body.clone()).await.unwrap().status(), 401);
+    assert_eq!(post(TENANT, vec![], good.body.clone()).await.unwrap().status(), 401);
+
+    // Signed with the right token and key, but for another corp (receive id).
+    let other_corp = WxCrypt::new(TOKEN, AES_KEY, "wwSOMEOTHERCORP").unwrap();
+    let wrong = sign_event(&other_corp, &event, now);
+    assert_eq!(post(TENANT, wrong.query, wrong.body).await.unwrap().status(), 400);
+
+    // Garbage instead of XML.
+    assert_eq!(post(TENANT, good.query.clone(), "}{ not xml".into()).await.unwrap().status(), 400);
+
+    // Well-formed envelope and a valid signature over a ciphertext that is not one.
+    let garbage = "bm90IGEgY2lwaGVydGV4dA==";
+    let sig = crypt.signature(&good.query[1].1, &good.query[2].1, garbage);
+    let q = vec![("msg_signature", sig), good.query[1].clone(), good.query[2].clone()];
+    let body = format!("<xml><Encrypt><![CDATA[{garbage}]]></Encrypt></xml>");
+    assert_eq!(post(TENANT, q, body).await.unwrap().status(), 400);
+
+    // A signed, decryptable message that is not a valid event.
+    let not_event = sign_event(&crypt, b"<xml><Event>change_external_chat</Event></xml>", now);
+    assert_eq!(post(TENANT, not_event.query, not_event.body).await.unwrap().status(), 400);
+
+    // Oversized body.
+    let huge = format!("<xml><Encrypt>{}</Encrypt></xml>", "A".repeat(app.config.http.max_body_bytes + 1));
+    assert_eq!(post(TENANT, good.query.clone(), huge).await.unwrap().status(), 413);
+
+    assert_eq!(inbound_len(&conn, &app.topology).await, 0, "nothing was queued");
+
+    // The good request still works afterwards, and is the only thing queued.
+    assert_eq!(post(TENANT, good.query, good.body).await.unwrap().status(), 200);
+    assert_eq!(inbound_len(&conn, &app.topology).await, 1);
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn broker_unreachable_answers_503_so_wecom_retries() {
+    // Port 9 (discard) has no AMQP server: the hand-off cannot be confirmed.
+    let config = test_config(&unique_exchange(), "").replace(&amqp_url(), "amqp://guest:guest@127.0.0.1:9/%2f");
+    let app = spawn_app_with(&config, false).await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let event = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom/create.xml")).unwrap();
+    let signed = sign_event(&crypt, &event, groupwatch::callback::now_ms() / 1000);
+    let mut url = url::Url::parse(&app.callback_url(TENANT)).unwrap();
+    url.query_pairs_mut().extend_pairs(signed.query.iter().map(|(k, v)| (*k, v.as_str())));
+    let r = reqwest::Client::new().post(url).body(signed.body).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(reqwest::get(app.url("/readyz")).await.unwrap().status(), 503);
+    assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn replay_command_prints_a_status_line_per_fixture() {
+    let exchange = unique_exchange();
+    let app = spawn_app(&test_config(&exchange, "")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("groupwatch.toml");
+    std::fs::write(&config_path, test_config(&exchange, "")).unwrap();
+    let fixtures = [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom/create.xml"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom/unknown_event.xml"),
+    ];
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        .args(["replay", "--config"])
+        .arg(&config_path)
+        .args(["--tenant", TENANT, "--url", &app.callback_url(TENANT)])
+        .args(fixtures)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines, [format!("{} 200", fixtures[0]), format!("{} 200", fixtures[1])]);
+
+    // An unknown tenant is bad usage: exit 2 with one line naming the flag.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        .args(["replay", "--config"])
+        .arg(&config_path)
+        .args(["--tenant", "nobody", "--url", &app.callback_url(TENANT), fixtures[0]])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tenant"));
+
+    let conn = amqp().await;
+    assert_eq!(inbound_len(&conn, &app.topology).await, 1);
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn serve_with_bad_config_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, test_config("gw", "").replace(AES_KEY, "tooshort")).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("wecom[0].encoding_aes_key"), "{stderr}");
+}
