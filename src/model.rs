@@ -44,14 +44,15 @@ impl GroupKey {
 pub struct Member {
     /// Identity of the member within the group (WeCom: userid or external userid).
     pub userid: String,
-    /// WeCom: 1 corp member, 2 external contact.
+    /// WeCom: 1 corp member, 2 external contact. `None` only for a member groupwatch never saw
+    /// (a leave reported for a group first seen through that very callback).
     #[serde(rename = "type")]
-    pub member_type: i64,
+    pub member_type: Option<i64>,
     pub unionid: Option<String>,
     /// Unix seconds. With `userid`, identifies one membership: a re-join has a new join time.
-    pub join_time: i64,
+    pub join_time: Option<i64>,
     /// WeCom: 1 direct invite, 2 invite link, 3 QR code.
-    pub join_scene: i64,
+    pub join_scene: Option<i64>,
     pub invitor: Option<String>,
     pub group_nickname: Option<String>,
     pub name: Option<String>,
@@ -70,6 +71,22 @@ pub struct GroupSnapshot {
     pub member_version: Option<String>,
     /// Sorted by `userid`.
     pub members: Vec<Member>,
+}
+
+impl Member {
+    /// A member known only by id.
+    pub fn unknown(userid: &str) -> Self {
+        Self {
+            userid: userid.to_owned(),
+            member_type: None,
+            unionid: None,
+            join_time: None,
+            join_scene: None,
+            invitor: None,
+            group_nickname: None,
+            name: None,
+        }
+    }
 }
 
 impl GroupSnapshot {
@@ -93,4 +110,75 @@ pub struct StoredGroup {
     pub dismissed: bool,
     /// Unix milliseconds of the last save.
     pub updated_at_ms: i64,
+}
+
+/// The kinds of event groupwatch publishes; the routing key is `{provider}.{tenant}.{type}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "member.join")]
+    MemberJoin,
+    #[serde(rename = "member.leave")]
+    MemberLeave,
+    #[serde(rename = "group.create")]
+    GroupCreate,
+    #[serde(rename = "group.update")]
+    GroupUpdate,
+    #[serde(rename = "group.dismiss")]
+    GroupDismiss,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::MemberJoin => "member.join",
+            EventType::MemberLeave => "member.leave",
+            EventType::GroupCreate => "group.create",
+            EventType::GroupUpdate => "group.update",
+            EventType::GroupDismiss => "group.dismiss",
+        }
+    }
+}
+
+/// The group as described in every published event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    pub name: String,
+    pub owner: String,
+    pub member_version: Option<String>,
+    pub member_count: usize,
+}
+
+impl From<&GroupSnapshot> for GroupSummary {
+    fn from(s: &GroupSnapshot) -> Self {
+        Self {
+            name: s.name.clone(),
+            owner: s.owner.clone(),
+            member_version: s.member_version.clone(),
+            member_count: s.members.len(),
+        }
+    }
+}
+
+/// One published event: the JSON body of the AMQP message (see `docs/contract.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupEvent {
+    /// Deterministic: the same change always yields the same id. Equals the AMQP `message_id`.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub provider: Provider,
+    pub tenant: String,
+    pub chat_id: String,
+    /// The reporting callback's time; `None` when the change was found only by comparing snapshots.
+    pub occurred_at: Option<i64>,
+    pub group: GroupSummary,
+    pub member: Option<Member>,
+    pub quit_scene: Option<i64>,
+    pub changes: Option<Vec<String>>,
+}
+
+impl GroupEvent {
+    pub fn routing_key(&self) -> String {
+        format!("{}.{}.{}", self.provider, self.tenant, self.event_type.as_str())
+    }
 }

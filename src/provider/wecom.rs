@@ -1,0 +1,399 @@
+//! WeCom's server API: `gettoken`, `externalcontact/groupchat/get` and `/list`, and the mapping
+//! of a `change_external_chat` callback to a provider-neutral [`ChangeReport`].
+//!
+//! Tokens are cached per (api_base, corp, secret) and refreshed by one caller at a time
+//! (single flight), a few minutes before they expire and whenever WeCom says a token is invalid
+//! (40001/40014/42001), after which the call is retried once.
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{FetchError, GroupSource};
+use crate::config::{Secret, WecomTenant};
+use crate::diff::{ChangeReport, ReportKind};
+use crate::event::{ChangeExternalChat, ChangeType, UpdateDetail};
+use crate::model::{GroupSnapshot, Member};
+
+/// WeCom's per-minute limit clears after the window: pause that long on 45009.
+const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
+/// Refresh this long before WeCom's stated expiry, so no call races the deadline.
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
+const TOKEN_ERRCODES: [i64; 3] = [40001, 40014, 42001];
+/// `groupchat/list` accepts at most 100 owners per call.
+pub const OWNER_BATCH: usize = 100;
+
+/// Maps a callback to what the diff needs to know.
+pub fn report_of(e: &ChangeExternalChat) -> ChangeReport {
+    let kind = match (e.change_type, &e.update_detail) {
+        (ChangeType::Create, _) => ReportKind::Create,
+        (ChangeType::Dismiss, _) => ReportKind::Dismiss,
+        (ChangeType::Update, Some(UpdateDetail::AddMember)) => ReportKind::MembersJoined,
+        (ChangeType::Update, Some(UpdateDetail::DelMember)) => ReportKind::MembersLeft,
+        (ChangeType::Update, Some(UpdateDetail::ChangeName)) => ReportKind::NameChanged,
+        (ChangeType::Update, Some(UpdateDetail::ChangeOwner)) => ReportKind::OwnerChanged,
+        (ChangeType::Update, Some(UpdateDetail::ChangeNotice)) => ReportKind::NoticeChanged,
+        (ChangeType::Update, _) => ReportKind::OtherUpdate,
+    };
+    // QuitScene is only meaningful on a leave; WeCom sends `0` on other types too.
+    let quit_scene = if kind == ReportKind::MembersLeft { e.quit_scene.map(i64::from) } else { None };
+    // The member version is only a consistency target for membership changes; a name change
+    // carrying CurMemVer (seen in real captures) must still compare equal, so keep it as sent.
+    ChangeReport {
+        occurred_at: e.create_time,
+        kind,
+        members: e.mem_change_list.clone(),
+        quit_scene,
+        member_version: e.cur_mem_ver.clone(),
+    }
+}
+
+struct CachedToken {
+    value: String,
+    refresh_at: Instant,
+}
+
+/// One (api_base, corp, secret): its token cache and the base URL.
+struct CorpApi {
+    api_base: String,
+    corp_id: String,
+    secret: Secret,
+    token: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+#[derive(Clone)]
+pub struct WecomClient {
+    http: reqwest::Client,
+    tenants: Arc<HashMap<String, Arc<CorpApi>>>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default = "default_expiry")]
+    expires_in: u64,
+}
+
+fn default_expiry() -> u64 {
+    7200
+}
+
+#[derive(Deserialize)]
+struct GroupChatResponse {
+    group_chat: WecomGroupChat,
+}
+
+#[derive(Deserialize)]
+struct WecomGroupChat {
+    chat_id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    create_time: i64,
+    #[serde(default)]
+    notice: String,
+    #[serde(default)]
+    member_list: Vec<WecomMember>,
+    #[serde(default)]
+    admin_list: Vec<UserRef>,
+    #[serde(default)]
+    member_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UserRef {
+    userid: String,
+}
+
+#[derive(Deserialize)]
+struct WecomMember {
+    userid: String,
+    #[serde(rename = "type", default)]
+    member_type: Option<i64>,
+    #[serde(default)]
+    unionid: Option<String>,
+    #[serde(default)]
+    join_time: Option<i64>,
+    #[serde(default)]
+    join_scene: Option<i64>,
+    #[serde(default)]
+    invitor: Option<UserRef>,
+    #[serde(default)]
+    group_nickname: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+impl From<WecomGroupChat> for GroupSnapshot {
+    fn from(g: WecomGroupChat) -> Self {
+        GroupSnapshot {
+            chat_id: g.chat_id,
+            name: g.name,
+            owner: g.owner,
+            notice: g.notice,
+            create_time: g.create_time,
+            admins: g.admin_list.into_iter().map(|a| a.userid).collect(),
+            member_version: non_empty(g.member_version),
+            members: g
+                .member_list
+                .into_iter()
+                .map(|m| Member {
+                    userid: m.userid,
+                    member_type: m.member_type,
+                    unionid: non_empty(m.unionid),
+                    join_time: m.join_time,
+                    join_scene: m.join_scene,
+                    invitor: m.invitor.map(|i| i.userid).filter(|s| !s.is_empty()),
+                    group_nickname: non_empty(m.group_nickname),
+                    name: non_empty(m.name),
+                })
+                .collect(),
+        }
+        .normalised()
+    }
+}
+
+#[derive(Deserialize)]
+struct ListResponse {
+    #[serde(default)]
+    group_chat_list: Vec<ListedChat>,
+    #[serde(default)]
+    next_cursor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ListedChat {
+    pub chat_id: String,
+    #[serde(default)]
+    pub status: i64,
+}
+
+/// Classifies a non-zero errcode of an API call.
+fn classify(errcode: i64, errmsg: String) -> FetchError {
+    match errcode {
+        -1 | 45033 => FetchError::Transient(format!("errcode {errcode}: {errmsg}")),
+        45009 => FetchError::RateLimited { errcode, wait: RATE_LIMIT_PAUSE },
+        _ => FetchError::Permanent { errcode, errmsg },
+    }
+}
+
+/// Turns a transport error into a transient one. `without_url` matters: URLs carry the
+/// access token or the corp secret.
+fn transport(e: reqwest::Error) -> FetchError {
+    FetchError::Transient(e.without_url().to_string())
+}
+
+impl WecomClient {
+    pub fn new(tenants: &[WecomTenant], request_timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(request_timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a TLS backend is compiled in");
+        let mut shared: HashMap<(String, String, String), Arc<CorpApi>> = HashMap::new();
+        let mut by_tenant = HashMap::new();
+        for t in tenants {
+            let api_base = t.api_base.trim_end_matches('/').to_owned();
+            let id = (api_base.clone(), t.corp_id.clone(), t.secret.expose().to_owned());
+            let api = shared
+                .entry(id)
+                .or_insert_with(|| {
+                    Arc::new(CorpApi {
+                        api_base,
+                        corp_id: t.corp_id.clone(),
+                        secret: t.secret.clone(),
+                        token: tokio::sync::Mutex::new(None),
+                    })
+                })
+                .clone();
+            by_tenant.insert(t.tenant.clone(), api);
+        }
+        Self { http, tenants: Arc::new(by_tenant) }
+    }
+
+    fn api(&self, tenant: &str) -> Result<&Arc<CorpApi>, FetchError> {
+        self.tenants
+            .get(tenant)
+            .ok_or_else(|| FetchError::Permanent { errcode: 0, errmsg: format!("unknown tenant {tenant:?}") })
+    }
+
+    /// A valid token, fetching one if there is none or `stale` is the cached one.
+    async fn token(&self, api: &CorpApi, stale: Option<&str>) -> Result<String, FetchError> {
+        let mut slot = api.token.lock().await;
+        if let Some(t) = slot.as_ref() {
+            if Instant::now() < t.refresh_at && stale != Some(t.value.as_str()) {
+                return Ok(t.value.clone());
+            }
+        }
+        metrics::counter!("groupwatch_wecom_api_calls_total", "api" => "gettoken").increment(1);
+        let resp = self
+            .http
+            .get(format!("{}/cgi-bin/gettoken", api.api_base))
+            .query(&[("corpid", api.corp_id.as_str()), ("corpsecret", api.secret.expose())])
+            .send()
+            .await
+            .map_err(transport)?;
+        if resp.status().is_server_error() {
+            return Err(FetchError::Transient(format!("gettoken: HTTP {}", resp.status())));
+        }
+        let body: serde_json::Value = resp.json().await.map_err(transport)?;
+        let status: Status =
+            serde_json::from_value(body.clone()).unwrap_or(Status { errcode: -1, errmsg: String::new() });
+        if status.errcode != 0 {
+            tracing::warn!(corp_id = %api.corp_id, errcode = status.errcode, errmsg = %status.errmsg, "gettoken failed");
+            return Err(classify(status.errcode, format!("gettoken: {}", status.errmsg)));
+        }
+        let token: TokenResponse = serde_json::from_value(body)
+            .map_err(|e| FetchError::Transient(format!("gettoken: unexpected answer: {e}")))?;
+        let lifetime = Duration::from_secs(token.expires_in).saturating_sub(TOKEN_MARGIN).max(Duration::from_secs(60));
+        *slot = Some(CachedToken { value: token.access_token.clone(), refresh_at: Instant::now() + lifetime });
+        Ok(token.access_token)
+    }
+
+    /// POSTs to an API path with the tenant's token; refreshes the token and retries once when
+    /// WeCom says it is invalid or expired.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        tenant: &str,
+        api_name: &'static str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, FetchError> {
+        let api = self.api(tenant)?;
+        let mut stale: Option<String> = None;
+        loop {
+            let token = self.token(api, stale.as_deref()).await?;
+            metrics::counter!("groupwatch_wecom_api_calls_total", "api" => api_name).increment(1);
+            let resp = self
+                .http
+                .post(format!("{}{path}", api.api_base))
+                .query(&[("access_token", token.as_str())])
+                .json(body)
+                .send()
+                .await
+                .map_err(transport)?;
+            if !resp.status().is_success() {
+                return Err(FetchError::Transient(format!("{api_name}: HTTP {}", resp.status())));
+            }
+            let value: serde_json::Value = resp.json().await.map_err(transport)?;
+            let status: Status = serde_json::from_value(value.clone())
+                .map_err(|e| FetchError::Transient(format!("{api_name}: unexpected answer: {e}")))?;
+            match status.errcode {
+                0 => {
+                    return serde_json::from_value(value)
+                        .map_err(|e| FetchError::Transient(format!("{api_name}: unexpected answer: {e}")))
+                }
+                code if TOKEN_ERRCODES.contains(&code) && stale.is_none() => {
+                    tracing::info!(tenant, errcode = code, "access token rejected; refreshing");
+                    stale = Some(token);
+                }
+                code => {
+                    let err = classify(code, status.errmsg);
+                    tracing::warn!(tenant, api = api_name, errcode = code, error = %err, "WeCom API error");
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    pub async fn group_chat(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, FetchError> {
+        let body = json!({ "chat_id": chat_id, "need_name": 1 });
+        let resp: GroupChatResponse =
+            self.call(tenant, "groupchat_get", "/cgi-bin/externalcontact/groupchat/get", &body).await?;
+        Ok(resp.group_chat.into())
+    }
+
+    /// Every chat visible to the tenant's app, optionally only those of `owners` (batched by
+    /// 100, as WeCom requires), following cursors to the end.
+    pub async fn list_chats(&self, tenant: &str, owners: &[String]) -> Result<Vec<ListedChat>, FetchError> {
+        let batches: Vec<Option<&[String]>> =
+            if owners.is_empty() { vec![None] } else { owners.chunks(OWNER_BATCH).map(Some).collect() };
+        let mut chats = Vec::new();
+        for batch in batches {
+            let mut cursor = String::new();
+            loop {
+                let mut body = json!({ "status_filter": 0, "cursor": cursor, "limit": 1000 });
+                if let Some(owners) = batch {
+                    body["owner_filter"] = json!({ "userid_list": owners });
+                }
+                let page: ListResponse =
+                    self.call(tenant, "groupchat_list", "/cgi-bin/externalcontact/groupchat/list", &body).await?;
+                chats.extend(page.group_chat_list);
+                if page.next_cursor.is_empty() {
+                    break;
+                }
+                cursor = page.next_cursor;
+            }
+        }
+        Ok(chats)
+    }
+}
+
+#[async_trait]
+impl GroupSource for WecomClient {
+    async fn fetch_group(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, FetchError> {
+        self.group_chat(tenant, chat_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_example_maps_to_snapshot() {
+        let doc = include_str!("../../fixtures/wecom/groupchat_get.json");
+        let resp: GroupChatResponse = serde_json::from_str(doc).unwrap();
+        let s: GroupSnapshot = resp.group_chat.into();
+        assert_eq!(s.chat_id, "wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA");
+        assert_eq!(s.owner, "ZhuShengBen");
+        assert_eq!(s.admins, ["sam", "pony"]);
+        assert_eq!(s.member_version.as_deref(), Some("71217227bbd112ecfe3a49c482195cb4"));
+        assert_eq!(s.members[0].userid, "abel");
+        assert_eq!(s.members[0].invitor.as_deref(), Some("jack"));
+        assert_eq!(s.members[0].member_type, Some(1));
+        assert_eq!(s.members[1].unionid.as_deref(), Some("ozynqsulJFCZ2z1aYeS8h-nuasdAAA"));
+        assert_eq!(s.members[1].invitor, None);
+        assert_eq!(s.members[1].name.as_deref(), Some("王语嫣"));
+    }
+
+    #[test]
+    fn errcodes_are_classified() {
+        assert!(matches!(classify(-1, "busy".into()), FetchError::Transient(_)));
+        assert!(matches!(classify(45033, "".into()), FetchError::Transient(_)));
+        assert!(matches!(classify(45009, "".into()), FetchError::RateLimited { .. }));
+        assert_eq!(classify(48002, "no".into()), FetchError::Permanent { errcode: 48002, errmsg: "no".into() });
+    }
+
+    #[test]
+    fn reports_from_callbacks() {
+        let xml = include_str!("../../fixtures/wecom/update_del_member.xml");
+        let crate::event::Callback::ChangeExternalChat(e) = crate::event::parse_callback(xml).unwrap() else {
+            panic!()
+        };
+        let r = report_of(&e);
+        assert_eq!(r.kind, ReportKind::MembersLeft);
+        assert_eq!(r.quit_scene, Some(1));
+        assert_eq!(r.members, ["wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"]);
+        assert_eq!(r.member_version.as_deref(), Some("5e2b9d7a0c4f4e1b8d3a6c9f0e1d2c3b"));
+        assert_eq!(r.occurred_at, 1572505700);
+    }
+}
