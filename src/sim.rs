@@ -765,8 +765,8 @@ async fn admin_state(State(sim): State<SharedSim>) -> Json<SimState> {
     Json(sim.snapshot())
 }
 
-/// Creates or replaces a group. The body is WeCom's `group_chat` object; `chat_id` may be left
-/// out, and any `member_version` in it is replaced by a fresh one.
+/// Creates, replaces or re-creates (if dismissed) a group. The body is WeCom's `group_chat`
+/// object; `chat_id` may be left out, and any `member_version` in it is replaced by a fresh one.
 async fn admin_put_group(
     State(sim): State<SharedSim>,
     Path((corp_id, chat_id)): Path<(String, String)>,
@@ -784,13 +784,14 @@ async fn admin_put_group(
     let Sim { corps, versions, .. } = &mut *guard;
     let corp = corp_mut(corps, &corp_id)?;
     let member_version = match corp.groups.get_mut(&chat_id) {
-        // Replacing is a membership change on the existing group, so that it enters the history
-        // and a stale fetch can still serve the members from before it.
+        // Replacing is a membership change on the existing group, so that the old members enter
+        // the history and a stale fetch can still serve them.
         Some(existing) => {
-            let members = std::mem::replace(&mut group.member_list, std::mem::take(&mut existing.now.member_list));
-            group.member_version = existing.now.member_version.take();
-            existing.now = group;
-            existing.change_members(versions, |list| *list = members)
+            let new_members = std::mem::take(&mut group.member_list);
+            let old = std::mem::replace(&mut existing.now, group);
+            existing.now.member_list = old.member_list;
+            existing.now.member_version = old.member_version;
+            existing.change_members(versions, |list| *list = new_members)
         }
         None => {
             group.member_version = None;

@@ -443,3 +443,36 @@ async fn shutdown_stops_the_server() {
     h.server.shutdown().await.unwrap();
     assert!(h.http.get(&url).send().await.is_err(), "nothing listens after shutdown");
 }
+
+#[tokio::test]
+async fn state_snapshot_round_trips_through_a_state_file() {
+    let h = start().await;
+    let admin = h.server.client();
+    let fresh = json!({"userid": "wmSaved", "type": 2, "join_time": 1700000000, "join_scene": 3});
+    let version = admin.add_member(CORP, "wrJack1", fresh).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&admin.state().await.unwrap()).unwrap()).unwrap();
+
+    let loaded = SimState::load(&path).unwrap();
+    let again = Harness { server: sim::spawn(loaded, "127.0.0.1:0".parse().unwrap()).await.unwrap(), http: h.http };
+    let token = again.token().await;
+    let answer = again.get_group(&token, "wrJack1", 0).await;
+    assert_eq!(version_of(&answer), version);
+    assert!(member_ids(&answer).contains("wmSaved"));
+    assert_eq!(again.get_group(&token, "wrDismissed00000000000000AAAA", 0).await["errcode"], 40050);
+}
+
+#[tokio::test]
+async fn run_refuses_a_missing_state_file_and_stops_on_shutdown() {
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let missing = sim::run(any_port, Some("/nonexistent/sim-state.json".into()), async {}).await;
+    assert!(missing.is_err());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sim::run(any_port, None, async {
+        stopped.await.ok();
+    }));
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), server).await.expect("run ends on shutdown");
+    result.unwrap().expect("the bundled state serves");
+}
