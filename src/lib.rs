@@ -3,7 +3,8 @@
 //! The flow, module by module:
 //! `callback` (HTTP in) → `crypto` / `event` (verify, decrypt, parse) → `inbound` (durable
 //! hand-off to RabbitMQ) → … → `broker` (the one AMQP connection).
-//! `config` is loaded once at start-up; `model` is the provider-neutral core.
+//! `config` is loaded once at start-up; `model` is the provider-neutral core. `sim` is a stand-in
+//! for the WeCom API, for tests and demos.
 
 pub mod app;
 pub mod broker;
@@ -16,4 +17,5 @@ pub mod inbound;
 pub mod model;
 pub mod provider;
 pub mod replay;
+pub mod sim;
 pub mod telemetry;
