@@ -2,20 +2,26 @@
 //!
 //! The flow, module by module:
 //! `callback` (HTTP in) → `crypto` / `event` (verify, decrypt, parse) → `inbound` (durable
-//! hand-off to RabbitMQ) → … → `broker` (the one AMQP connection).
-//! `config` is loaded once at start-up; `model` is the provider-neutral core. `sim` is a stand-in
-//! for the WeCom API, for tests and demos.
+//! hand-off to RabbitMQ) → `worker` (per-chat actors) → `pipeline` (fetch via `provider`,
+//! reconcile, `diff`) → `publish` (AMQP out). `broker` owns the one AMQP connection, `store`
+//! keeps the last snapshot of each group, `config` is loaded once at start-up, `model` is the
+//! provider-neutral core. `sim` stands in for the WeCom API in tests and `demo`.
 
 pub mod app;
 pub mod broker;
 pub mod callback;
 pub mod config;
 pub mod crypto;
+pub mod demo;
 pub mod diff;
 pub mod event;
 pub mod inbound;
 pub mod model;
+pub mod pipeline;
 pub mod provider;
+pub mod publish;
 pub mod replay;
 pub mod sim;
+pub mod store;
 pub mod telemetry;
+pub mod worker;
