@@ -19,11 +19,26 @@ use crate::broker::Broker;
 use crate::callback::{self, CallbackState};
 use crate::config::Config;
 use crate::inbound::Inbound;
+use crate::pipeline::{Pipeline, Settings};
+use crate::provider::wecom::WecomClient;
+use crate::publish::Publisher;
+use crate::store::{self, SnapshotStore};
 use crate::telemetry;
+use crate::pipeline::Halt;
+use crate::worker::Worker;
+
+/// Test-only fault injection points.
+#[derive(Default)]
+pub struct Hooks {
+    /// Makes the worker stop dead after publishing, before saving and acking.
+    pub halt_after_publish: Option<Arc<Halt>>,
+}
 
 pub struct Application {
     config: Config,
     listener: Option<TcpListener>,
+    store: Arc<dyn SnapshotStore>,
+    worker: Option<Arc<Worker>>,
     broker: Broker,
     broker_task: tokio::task::JoinHandle<()>,
     /// Cancelled last, once nothing needs the broker any more.
@@ -33,14 +48,34 @@ pub struct Application {
 #[derive(Clone)]
 struct OpsState {
     broker: Broker,
+    store: Arc<dyn SnapshotStore>,
 }
 
 impl Application {
     /// Binds the listener (port 0 picks a free one) and starts connecting to the broker.
     /// Does not wait for the broker: `/readyz` says when it is there.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Hooks::default()).await
+    }
+
+    pub async fn build_with(config: Config, hooks: Hooks) -> anyhow::Result<Self> {
+        let store = store::connect(config.store.url.expose()).await.map_err(|e| anyhow::anyhow!("store: {e}"))?;
         let shutdown = CancellationToken::new();
         let (broker, broker_task) = Broker::start(&config.amqp, shutdown.child_token());
+        let worker = config.worker.enabled.then(|| {
+            let source = WecomClient::new(&config.wecom, Duration::from_millis(config.worker.api_timeout_ms));
+            let pipeline = Pipeline {
+                source: Arc::new(source),
+                store: store.clone(),
+                publisher: Publisher::new(broker.clone()),
+                settings: Settings {
+                    coalesce: Duration::from_millis(config.worker.coalesce_ms),
+                    retry_delays: config.worker.retry_delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+                },
+                halt: hooks.halt_after_publish,
+            };
+            Arc::new(Worker::new(Arc::new(pipeline), broker.clone(), config.worker.prefetch))
+        });
         let listener = if config.http.enabled {
             let listener = TcpListener::bind(config.http.listen)
                 .await
@@ -49,7 +84,7 @@ impl Application {
         } else {
             None
         };
-        Ok(Self { config, listener, broker, broker_task, shutdown })
+        Ok(Self { config, listener, store, worker, broker, broker_task, shutdown })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -74,7 +109,7 @@ impl Application {
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(|| async { telemetry::metrics_handle().render() }))
-            .with_state(OpsState { broker: self.broker.clone() });
+            .with_state(OpsState { broker: self.broker.clone(), store: self.store.clone() });
         Ok(callbacks
             .merge(ops)
             .layer(DefaultBodyLimit::max(self.config.http.max_body_bytes))
@@ -101,11 +136,18 @@ impl Application {
             tracing::info!(addr = %listener.local_addr()?, "listening");
         }
         let router = self.router()?;
+        let worker_stop = CancellationToken::new();
+        let worker_task = self.worker.clone().map(|w| tokio::spawn(w.run(worker_stop.clone())));
         match self.listener {
             Some(listener) => {
                 axum::serve(listener, router).with_graceful_shutdown(stop_intake.cancelled_owned()).await?;
             }
             None => stop_intake.cancelled().await,
+        }
+        // Then the workers: in-flight attempts finish, everything unacked is left to redelivery.
+        worker_stop.cancel();
+        if let Some(task) = worker_task {
+            let _ = tokio::time::timeout(Duration::from_secs(25), task).await;
         }
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.broker_task).await;
@@ -115,9 +157,11 @@ impl Application {
 }
 
 async fn readyz(State(ops): State<OpsState>) -> impl IntoResponse {
-    if ops.broker.is_connected() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable")
+    if !ops.broker.is_connected() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable");
     }
+    if ops.store.ping().await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable");
+    }
+    (StatusCode::OK, "ready")
 }

@@ -245,35 +245,72 @@ impl Broker {
         payload: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BrokerError> {
+        let outcome = self.publish_batch(&[Outgoing { exchange, routing_key, payload, properties }]).await?;
+        match outcome.unroutable.into_iter().next() {
+            Some(rk) => Err(BrokerError::Unroutable(rk)),
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes persistent messages in order on the confirm channel, then waits for every
+    /// confirm. Unroutable messages (no queue bound) are reported, not failed: for the event
+    /// exchange that only means nobody subscribed to that routing key.
+    pub async fn publish_batch(&self, messages: &[Outgoing<'_>]) -> Result<BatchOutcome, BrokerError> {
         let link = self.current().ok_or(BrokerError::Unavailable)?;
-        let properties = properties.with_delivery_mode(2);
-        let publish = async {
-            let confirm = link
-                .publish
-                .basic_publish(
-                    exchange,
-                    routing_key,
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
-                    payload,
-                    properties,
-                )
-                .await?;
-            confirm.await
+        let send_all = async {
+            let mut confirms = Vec::with_capacity(messages.len());
+            // Sent one after another so that messages for one queue keep their order.
+            for m in messages {
+                let confirm = link
+                    .publish
+                    .basic_publish(
+                        m.exchange,
+                        m.routing_key,
+                        BasicPublishOptions { mandatory: true, ..Default::default() },
+                        m.payload,
+                        m.properties.clone().with_delivery_mode(2),
+                    )
+                    .await?;
+                confirms.push(confirm);
+            }
+            let mut results = Vec::with_capacity(confirms.len());
+            for c in confirms {
+                results.push(c.await?);
+            }
+            Ok::<_, lapin::Error>(results)
         };
-        let outcome = match tokio::time::timeout(self.confirm_timeout, publish).await {
+        let results = match tokio::time::timeout(self.confirm_timeout, send_all).await {
             Err(_) => return Err(BrokerError::ConfirmTimeout(self.confirm_timeout)),
             Ok(Err(e)) => {
                 // A channel-level error (e.g. a missing exchange) closes the channel for good.
                 link.mark_broken();
                 return Err(e.into());
             }
-            Ok(Ok(c)) => c,
+            Ok(Ok(results)) => results,
         };
-        match outcome {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_returned)) => Err(BrokerError::Unroutable(routing_key.to_owned())),
-            Confirmation::Nack(_) => Err(BrokerError::Nacked),
-            Confirmation::NotRequested => unreachable!("the publish channel is in confirm mode"),
+        let mut outcome = BatchOutcome::default();
+        for (m, result) in messages.iter().zip(results) {
+            match result {
+                Confirmation::Ack(None) => {}
+                Confirmation::Ack(Some(_returned)) => outcome.unroutable.push(m.routing_key.to_owned()),
+                Confirmation::Nack(_) => return Err(BrokerError::Nacked),
+                Confirmation::NotRequested => unreachable!("the publish channel is in confirm mode"),
+            }
         }
+        Ok(outcome)
     }
+}
+
+/// One message for [`Broker::publish_batch`].
+pub struct Outgoing<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub payload: &'a [u8],
+    pub properties: BasicProperties,
+}
+
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Routing keys of confirmed messages that no queue was bound for.
+    pub unroutable: Vec<String>,
 }

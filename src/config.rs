@@ -119,11 +119,27 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
     pub enabled: bool,
+    /// Events for one chat arriving within this window share one fetch.
+    pub coalesce_ms: u64,
+    /// Delays before re-fetching a group that is not yet consistent with its newest callback,
+    /// and before retrying a failed fetch. When spent, the latest fetch is taken as the truth
+    /// (or, for failures, the events go to the dead-letter queue).
+    pub retry_delays_ms: Vec<u64>,
+    /// Unacknowledged inbound messages per shard (events waiting for consistency stay unacked).
+    pub prefetch: u16,
+    /// Timeout of one WeCom API request.
+    pub api_timeout_ms: u64,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            coalesce_ms: 500,
+            retry_delays_ms: vec![1_000, 2_000, 5_000, 15_000, 30_000],
+            prefetch: 1_000,
+            api_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -302,6 +318,15 @@ impl Config {
         }
         if !(1..=256).contains(&self.amqp.inbound_shards) {
             return Err(ConfigError::new("amqp.inbound_shards", "must be between 1 and 256"));
+        }
+        if self.worker.retry_delays_ms.is_empty() || self.worker.retry_delays_ms.iter().any(|d| *d == 0) {
+            return Err(ConfigError::new("worker.retry_delays_ms", "must be a non-empty list of positive delays"));
+        }
+        if self.worker.prefetch == 0 {
+            return Err(ConfigError::new("worker.prefetch", "must be positive"));
+        }
+        if self.worker.api_timeout_ms == 0 {
+            return Err(ConfigError::new("worker.api_timeout_ms", "must be positive"));
         }
         check_url("store.url", self.store.url.expose(), &["sqlite", "postgres", "postgresql"])?;
         if self.http.max_body_bytes < 1024 {

@@ -45,6 +45,20 @@ enum Command {
         #[arg(required = true)]
         fixtures: Vec<PathBuf>,
     },
+    /// A WeCom API simulator (gettoken, groupchat/get, groupchat/list) for demos and tests.
+    Sim {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: std::net::SocketAddr,
+        /// JSON state file (corps, groups, members); the bundled demo state if omitted.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// The one-command tour: simulator + service on loopback, fixtures replayed, events printed.
+    Demo {
+        /// RabbitMQ to use.
+        #[arg(long, env = "GROUPWATCH__AMQP__URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        amqp_url: String,
+    },
 }
 
 enum Failure {
@@ -113,6 +127,19 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 }
             }
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Sim { listen, state } => {
+            telemetry::init_logging(&Default::default());
+            groupwatch::sim::run(listen, state, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { amqp_url } => {
+            telemetry::init_logging(&groupwatch::config::LogConfig {
+                format: groupwatch::config::LogFormat::Text,
+                level: "warn".into(),
+            });
+            groupwatch::demo::run(&amqp_url).await?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

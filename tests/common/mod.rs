@@ -28,6 +28,11 @@ pub fn unique_exchange() -> String {
 
 /// A config for one test: fresh exchange, random port, worker off unless the test turns it on.
 pub fn test_config(exchange: &str, extra_toml: &str) -> String {
+    let store = format!("sqlite://{}", std::env::temp_dir().join(format!("{exchange}.db")).display());
+    test_config_with_store(exchange, &store, extra_toml)
+}
+
+pub fn test_config_with_store(exchange: &str, store_url: &str, extra_toml: &str) -> String {
     format!(
         r#"
 [http]
@@ -35,6 +40,9 @@ listen = "127.0.0.1:0"
 
 [worker]
 enabled = false
+
+[store]
+url = "{store_url}"
 
 [amqp]
 url = "{amqp}"
@@ -56,7 +64,7 @@ encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 secret = "test-secret"
 {extra_toml}
 "#,
-        amqp = amqp_url()
+        amqp = amqp_url(),
     )
 }
 
@@ -94,8 +102,16 @@ pub async fn spawn_app(config_toml: &str) -> TestApp {
 
 /// Starts the app; with `wait_broker`, fails loudly unless RabbitMQ is reachable within 15 s.
 pub async fn spawn_app_with(config_toml: &str, wait_broker: bool) -> TestApp {
+    spawn(config_toml, wait_broker, Default::default()).await
+}
+
+pub async fn spawn_app_hooked(config_toml: &str, hooks: groupwatch::app::Hooks) -> TestApp {
+    spawn(config_toml, true, hooks).await
+}
+
+async fn spawn(config_toml: &str, wait_broker: bool, hooks: groupwatch::app::Hooks) -> TestApp {
     let config = Config::from_toml(config_toml, std::iter::empty()).expect("valid test config");
-    let app = Application::build(config.clone()).await.expect("app builds");
+    let app = Application::build_with(config.clone(), hooks).await.expect("app builds");
     let addr = app.local_addr().expect("http enabled");
     let topology = app.broker().topology().clone();
     if wait_broker {
@@ -157,8 +173,112 @@ pub async fn cleanup(conn: &Connection, topology: &Topology) {
     queues.push(topology.dead_letter_queue());
     queues.push(topology.default_queue("member.join"));
     queues.push(topology.default_queue("member.leave"));
+    queues.push(format!("{}.test-tap", topology.exchange));
     for q in queues {
         let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
     }
     let _ = ch.exchange_delete(&topology.exchange, ExchangeDeleteOptions::default()).await;
+}
+
+/// Where a test's snapshots live: a fresh SQLite file or a fresh PostgreSQL database.
+pub enum TestStore {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+impl TestStore {
+    pub async fn sqlite() -> Self {
+        TestStore::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    /// Creates an empty database; fails loudly if PostgreSQL is not running.
+    pub async fn postgres() -> Self {
+        use sqlx::Connection;
+        let name = format!("gwtest_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {PG_ADMIN_URL} is not reachable ({e}): start it"));
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        TestStore::Postgres(name)
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestStore::Sqlite(dir) => format!("sqlite://{}", dir.path().join("groupwatch.db").display()),
+            TestStore::Postgres(name) => format!("postgres://postgres@127.0.0.1:5432/{name}"),
+        }
+    }
+
+    pub async fn drop_database(&self) {
+        use sqlx::Connection;
+        if let TestStore::Postgres(name) = self {
+            let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL).await.unwrap();
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+        }
+    }
+}
+
+/// A queue of the test's own, bound to every routing key of the exchange: sees all events.
+pub struct Tap {
+    channel: lapin::Channel,
+    pub queue: String,
+}
+
+impl Tap {
+    pub async fn new(conn: &Connection, exchange: &str) -> Tap {
+        let channel = conn.create_channel().await.unwrap();
+        let queue = format!("{exchange}.test-tap");
+        channel
+            .queue_declare(&queue, QueueDeclareOptions { durable: false, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        channel
+            .queue_bind(&queue, exchange, "#", lapin::options::QueueBindOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        Tap { channel, queue }
+    }
+
+    /// Waits until `n` events arrived (or panics after `timeout`), then checks that no more
+    /// arrive within a short grace period.
+    pub async fn expect(&self, n: usize, timeout: Duration) -> Vec<groupwatch::model::GroupEvent> {
+        let events = get_events(&self.channel, &self.queue, n, timeout).await;
+        assert_eq!(events.len(), n, "expected {n} events within {timeout:?}, got {}: {events:#?}", events.len());
+        let extra = get_events(&self.channel, &self.queue, 1, Duration::from_millis(400)).await;
+        assert!(extra.is_empty(), "unexpected extra events: {extra:#?}");
+        events
+    }
+
+    /// Takes whatever arrives within `wait`.
+    pub async fn collect(&self, wait: Duration) -> Vec<groupwatch::model::GroupEvent> {
+        get_events(&self.channel, &self.queue, usize::MAX, wait).await
+    }
+}
+
+/// Reads up to `n` events from a queue within `timeout`, checking the AMQP properties.
+pub async fn get_events(
+    channel: &lapin::Channel,
+    queue: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<groupwatch::model::GroupEvent> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n && tokio::time::Instant::now() < deadline {
+        match channel.basic_get(queue, BasicGetOptions { no_ack: true }).await.unwrap() {
+            Some(msg) => {
+                let props = &msg.delivery.properties;
+                assert_eq!(props.delivery_mode(), &Some(2), "persistent");
+                assert_eq!(props.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
+                let event: groupwatch::model::GroupEvent = serde_json::from_slice(&msg.delivery.data).unwrap();
+                assert_eq!(props.message_id().as_ref().map(|s| s.as_str()), Some(event.id.as_str()), "id = message_id");
+                assert_eq!(msg.delivery.routing_key.as_str(), event.routing_key());
+                out.push(event);
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    out
 }

@@ -1,0 +1,351 @@
+//! End to end: callbacks POSTed over HTTP as WeCom would, the simulator as WeCom's API, the real
+//! RabbitMQ and a real store (SQLite file and PostgreSQL). Each scenario asserts the exact
+//! events published.
+
+mod common;
+
+use common::*;
+use groupwatch::model::{EventType, GroupEvent};
+use groupwatch::replay::Replayer;
+use groupwatch::sim::{self, SimClient, SimServer, SimState};
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+const CHAT: &str = "wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn sim_state() -> SimState {
+    serde_json::from_value(json!({
+        "corps": [{
+            "corp_id": CORP_ID,
+            "secret": "test-secret",
+            "groups": [{
+                "chat_id": CHAT,
+                "name": "销售客服群",
+                "owner": "ZhuShengBen",
+                "create_time": 1572505490,
+                "notice": "文明沟通，拒绝脏话",
+                "member_list": [
+                    {"userid": "abel", "type": 1, "join_time": 1572505491, "join_scene": 1,
+                     "invitor": {"userid": "jack"}, "group_nickname": "客服小张", "name": "张三丰"},
+                    {"userid": "wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA", "type": 2, "unionid": "ozynqsulJFCZ2z1aYeS8h-nuasdAAA",
+                     "join_time": 1572505491, "join_scene": 1, "group_nickname": "顾客老王", "name": "王语嫣"}
+                ],
+                "admin_list": [{"userid": "sam"}],
+                "member_version": "71217227bbd112ecfe3a49c482195cb4"
+            }]
+        }]
+    }))
+    .unwrap()
+}
+
+/// A decrypted `change_external_chat` callback, shaped as WeCom sends it.
+fn callback_xml(time: i64, change_type: &str, detail: Option<&str>, members: &[&str], cur_ver: Option<&str>) -> String {
+    let mut xml = format!(
+        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+         <CreateTime>{time}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[{CHAT}]]></ChatId>\
+         <ChangeType><![CDATA[{change_type}]]></ChangeType>"
+    );
+    if let Some(d) = detail {
+        xml += &format!("<UpdateDetail><![CDATA[{d}]]></UpdateDetail>");
+        if d == "del_member" {
+            xml += "<QuitScene>1</QuitScene>";
+        } else if d == "add_member" {
+            xml += "<JoinScene>3</JoinScene>";
+        }
+    }
+    if !members.is_empty() {
+        xml += &format!("<MemChangeCnt>{}</MemChangeCnt><MemChangeList>", members.len());
+        for m in members {
+            xml += &format!("<Item><![CDATA[{m}]]></Item>");
+        }
+        xml += "</MemChangeList>";
+    }
+    if let Some(v) = cur_ver {
+        xml += &format!("<CurMemVer><![CDATA[{v}]]></CurMemVer>");
+    }
+    xml + "</xml>"
+}
+
+fn external(userid: &str, join_time: i64) -> serde_json::Value {
+    json!({"userid": userid, "type": 2, "join_time": join_time, "join_scene": 3,
+           "invitor": {"userid": "abel"}, "group_nickname": "", "name": format!("客户{userid}")})
+}
+
+struct Harness {
+    app: Option<TestApp>,
+    sim: SimServer,
+    simc: SimClient,
+    tap: Tap,
+    conn: lapin::Connection,
+    store: TestStore,
+    exchange: String,
+    topology: groupwatch::broker::Topology,
+    config: String,
+}
+
+impl Harness {
+    async fn start(store: TestStore) -> Harness {
+        Self::start_with(store, Default::default()).await
+    }
+
+    async fn start_with(store: TestStore, hooks: groupwatch::app::Hooks) -> Harness {
+        let sim = sim::spawn(sim_state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let simc = SimClient::new(&sim.base_url());
+        let exchange = unique_exchange();
+        let config = pipeline_config(&exchange, &store, &sim.base_url());
+        let app = spawn_app_hooked(&config, hooks).await;
+        let conn = amqp().await;
+        let tap = Tap::new(&conn, &exchange).await;
+        let topology = app.topology.clone();
+        Harness { app: Some(app), sim, simc, tap, conn, store, exchange, topology, config }
+    }
+
+    fn app(&self) -> &TestApp {
+        self.app.as_ref().expect("app running")
+    }
+
+    async fn callback(&self, xml: &str) {
+        let replayer = Replayer::new(self.app().config.tenant(TENANT).unwrap(), &self.app().callback_url(TENANT)).unwrap();
+        assert_eq!(replayer.post(xml.as_bytes()).await.unwrap(), 200);
+    }
+
+    /// Creates the group through a `create` callback and consumes its 3 events.
+    async fn created(&self) -> Vec<GroupEvent> {
+        self.callback(&callback_xml(1572505490, "create", None, &[], None)).await;
+        self.tap.expect(3, WAIT).await
+    }
+
+    async fn finish(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        cleanup(&self.conn, &self.topology).await;
+        self.store.drop_database().await;
+        drop(self.sim);
+    }
+}
+
+fn pipeline_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
+    test_config_with_store(exchange, &store.url(), "")
+        .replace("[worker]\nenabled = false", "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]")
+        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
+
+}
+
+fn kinds(events: &[GroupEvent]) -> Vec<(EventType, Option<&str>, Option<i64>)> {
+    events.iter().map(|e| (e.event_type, e.member.as_ref().map(|m| m.userid.as_str()), e.occurred_at)).collect()
+}
+
+macro_rules! with_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use super::*;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario(TestStore::sqlite().await).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$scenario(TestStore::postgres().await).await
+                }
+            }
+        )*
+    };
+}
+
+with_both_stores!(
+    create_then_joins,
+    leave_carries_previous_details,
+    dismiss_publishes_leaves_then_dismiss,
+    name_owner_notice_changes,
+    stale_detail_is_retried_until_consistent,
+    change_without_callback_is_found_by_the_next_diff,
+    duplicate_callbacks_publish_no_new_ids,
+    burst_of_joins_is_coalesced,
+    restart_after_publish_before_ack_republishes_same_ids,
+);
+
+async fn create_then_joins(store: TestStore) {
+    let h = Harness::start(store).await;
+    let created = h.created().await;
+    assert_eq!(
+        kinds(&created),
+        [
+            (EventType::GroupCreate, None, Some(1572505490)),
+            (EventType::MemberJoin, Some("abel"), Some(1572505490)),
+            (EventType::MemberJoin, Some("wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"), Some(1572505490)),
+        ]
+    );
+    let abel = created[1].member.as_ref().unwrap();
+    assert_eq!(abel.name.as_deref(), Some("张三丰"));
+    assert_eq!(abel.invitor.as_deref(), Some("jack"));
+    assert_eq!(created[0].group.member_count, 2);
+    assert_eq!(created[0].tenant, TENANT);
+
+    let v = h.simc.add_member(CORP_ID, CHAT, external("wmNEW1", 1700000000)).await.unwrap();
+    h.callback(&callback_xml(1700000001, "update", Some("add_member"), &["wmNEW1"], Some(&v))).await;
+    let joined = h.tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&joined), [(EventType::MemberJoin, Some("wmNEW1"), Some(1700000001))]);
+    assert_eq!(joined[0].group.member_count, 3);
+    assert_eq!(joined[0].group.member_version.as_deref(), Some(v.as_str()));
+    assert_eq!(joined[0].routing_key(), format!("wecom.{TENANT}.member.join"));
+
+    // The default member.join queue got the same joins.
+    let ch = h.conn.create_channel().await.unwrap();
+    let default_q = get_events(&ch, &format!("{}.member.join", h.exchange), 3, WAIT).await;
+    assert_eq!(default_q.iter().map(|e| &e.id).collect::<Vec<_>>(), [&created[1].id, &created[2].id, &joined[0].id]);
+    h.finish().await;
+}
+
+async fn leave_carries_previous_details(store: TestStore) {
+    let h = Harness::start(store).await;
+    let created = h.created().await;
+    let v = h.simc.remove_member(CORP_ID, CHAT, "wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA").await.unwrap();
+    h.callback(&callback_xml(1700000100, "update", Some("del_member"), &["wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"], Some(&v)))
+        .await;
+    let left = h.tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&left), [(EventType::MemberLeave, Some("wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"), Some(1700000100))]);
+    assert_eq!(left[0].member, created[2].member, "last-known details");
+    assert_eq!(left[0].quit_scene, Some(1));
+    assert_eq!(left[0].group.member_count, 1);
+    let ch = h.conn.create_channel().await.unwrap();
+    let q = get_events(&ch, &format!("{}.member.leave", h.exchange), 1, WAIT).await;
+    assert_eq!(q[0].id, left[0].id);
+    h.finish().await;
+}
+
+async fn dismiss_publishes_leaves_then_dismiss(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    h.simc.dismiss_group(CORP_ID, CHAT).await.unwrap();
+    h.simc.reset_stats().await.unwrap();
+    h.callback(&callback_xml(1700000200, "dismiss", None, &[], None)).await;
+    let ev = h.tap.expect(3, WAIT).await;
+    assert_eq!(
+        kinds(&ev),
+        [
+            (EventType::MemberLeave, Some("abel"), Some(1700000200)),
+            (EventType::MemberLeave, Some("wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"), Some(1700000200)),
+            (EventType::GroupDismiss, None, Some(1700000200)),
+        ]
+    );
+    assert_eq!(ev[2].group.name, "销售客服群");
+    assert_eq!(h.simc.stats().await.unwrap().groupchat_get, 0, "a dismissed chat is not fetched");
+    h.finish().await;
+}
+
+async fn name_owner_notice_changes(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    for (field, value, detail, time) in [
+        ("name", "VIP 客服群", "change_name", 1700000300),
+        ("owner", "sam", "change_owner", 1700000301),
+        ("notice", "新公告", "change_notice", 1700000302),
+    ] {
+        h.simc.patch_group(CORP_ID, CHAT, json!({ field: value })).await.unwrap();
+        h.callback(&callback_xml(time, "update", Some(detail), &[], None)).await;
+        let ev = h.tap.expect(1, WAIT).await;
+        assert_eq!(kinds(&ev), [(EventType::GroupUpdate, None, Some(time))]);
+        assert_eq!(ev[0].changes.as_deref(), Some(&[field.to_string()][..]));
+        match field {
+            "name" => assert_eq!(ev[0].group.name, value),
+            "owner" => assert_eq!(ev[0].group.owner, value),
+            _ => {}
+        }
+    }
+    h.finish().await;
+}
+
+async fn stale_detail_is_retried_until_consistent(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    let v = h.simc.add_member(CORP_ID, CHAT, external("wmLATE", 1700000400)).await.unwrap();
+    h.simc.fault(json!({"stale_fetches": 2})).await.unwrap();
+    h.simc.reset_stats().await.unwrap();
+    h.callback(&callback_xml(1700000401, "update", Some("add_member"), &["wmLATE"], Some(&v))).await;
+    let ev = h.tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&ev), [(EventType::MemberJoin, Some("wmLATE"), Some(1700000401))]);
+    assert_eq!(ev[0].group.member_version.as_deref(), Some(v.as_str()));
+    assert_eq!(h.simc.stats().await.unwrap().groupchat_get, 3, "two stale fetches, then the consistent one");
+    h.finish().await;
+}
+
+async fn change_without_callback_is_found_by_the_next_diff(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    // X joins, but its callback is lost; then Y joins with a callback.
+    h.simc.add_member(CORP_ID, CHAT, external("wmLOST", 1700000500)).await.unwrap();
+    let v = h.simc.add_member(CORP_ID, CHAT, external("wmSEEN", 1700000501)).await.unwrap();
+    h.callback(&callback_xml(1700000502, "update", Some("add_member"), &["wmSEEN"], Some(&v))).await;
+    let mut ev = h.tap.expect(2, WAIT).await;
+    ev.sort_by(|a, b| a.member.as_ref().unwrap().userid.cmp(&b.member.as_ref().unwrap().userid));
+    assert_eq!(
+        kinds(&ev),
+        [(EventType::MemberJoin, Some("wmLOST"), None), (EventType::MemberJoin, Some("wmSEEN"), Some(1700000502))]
+    );
+    h.finish().await;
+}
+
+async fn duplicate_callbacks_publish_no_new_ids(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    let v = h.simc.add_member(CORP_ID, CHAT, external("wmDUP", 1700000600)).await.unwrap();
+    let xml = callback_xml(1700000601, "update", Some("add_member"), &["wmDUP"], Some(&v));
+    h.simc.reset_stats().await.unwrap();
+    h.callback(&xml).await;
+    let first = h.tap.expect(1, WAIT).await;
+    // WeCom retries: the same payload twice more, after the first was fully processed.
+    h.callback(&xml).await;
+    h.callback(&xml).await;
+    let later = h.tap.collect(Duration::from_secs(2)).await;
+    let ids: HashSet<_> = first.iter().chain(&later).map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 1, "duplicates carry the same id: {later:#?}");
+    assert_eq!(h.simc.stats().await.unwrap().groupchat_get, 1, "retries of an applied callback cost no fetch");
+    h.finish().await;
+}
+
+async fn burst_of_joins_is_coalesced(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    h.simc.reset_stats().await.unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        let userid = format!("wmBURST{i:02}");
+        let v = h.simc.add_member(CORP_ID, CHAT, external(&userid, 1700001000 + i)).await.unwrap();
+        h.callback(&callback_xml(1700001000 + i, "update", Some("add_member"), &[&userid], Some(&v))).await;
+    }
+    let posting = started.elapsed();
+    let ev = h.tap.expect(50, WAIT).await;
+    let ids: HashSet<_> = ev.iter().map(|e| e.id.clone()).collect();
+    let users: HashSet<_> = ev.iter().map(|e| e.member.as_ref().unwrap().userid.clone()).collect();
+    assert_eq!((ids.len(), users.len()), (50, 50));
+    assert!(ev.iter().all(|e| e.event_type == EventType::MemberJoin && e.occurred_at.is_some()));
+    let fetches = h.simc.stats().await.unwrap().groupchat_get;
+    println!("burst: 50 joins posted in {posting:?}, {fetches} groupchat/get calls");
+    assert!(fetches < 50 / 3, "coalescing: {fetches} fetches for 50 callbacks");
+    h.finish().await;
+}
+
+async fn restart_after_publish_before_ack_republishes_same_ids(store: TestStore) {
+    let halt = Arc::new(groupwatch::pipeline::Halt::default());
+    halt.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut h = Harness::start_with(store, groupwatch::app::Hooks { halt_after_publish: Some(halt.clone()) }).await;
+    h.callback(&callback_xml(1572505490, "create", None, &[], None)).await;
+    tokio::time::timeout(WAIT, halt.fired.notified()).await.expect("the worker published and halted");
+    let first = h.tap.expect(3, WAIT).await;
+    // The worker "died" before saving and acking; stop the process, start a new one.
+    h.app.take().unwrap().stop().await;
+    h.app = Some(spawn_app_hooked(&h.config, Default::default()).await);
+    let again = h.tap.expect(3, WAIT).await;
+    let ids = |ev: &[GroupEvent]| ev.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&again), "same events, same ids, same order");
+    // Now saved and acked: nothing left to redeliver.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(inbound_len(&h.conn, &h.app().topology).await, 0);
+    h.finish().await;
+}
