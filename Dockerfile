@@ -1,7 +1,8 @@
 # Multi-stage build: compile with the full toolchain, run on a small non-root image.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock rustfmt.toml ./
+COPY Cargo.toml Cargo.lock rustfmt.toml build.rs ./
+COPY migrations ./migrations
 COPY src ./src
 COPY benches ./benches
 COPY fixtures ./fixtures

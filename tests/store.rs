@@ -145,6 +145,20 @@ async fn sqlite_uses_wal() {
 }
 
 #[tokio::test]
+async fn unreadable_row_is_a_corrupt_error_naming_the_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir.path().join("corrupt.db"));
+    let store = store::connect(&url).await.unwrap();
+    let key = GroupKey::new(Provider::Wecom, "acme", "wr-broken");
+    store.save(&key, &group("wr-broken", "g", None)).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE group_snapshots SET members = '[{\"userid\": 1}]'").execute(&mut conn).await.unwrap();
+
+    let err = store.load(&key).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { ref chat_id, .. } if chat_id == "wr-broken"), "{err}");
+}
+
+#[tokio::test]
 async fn sqlite_relative_url_is_relative_to_the_working_directory() {
     // The default `sqlite://groupwatch.db` must be a file in the working directory, not a host.
     // The test changes no directory (that is process-wide); it checks the file name lands as-is.
@@ -219,8 +233,10 @@ where
 {
     let admin_url = postgres_admin_url();
     let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+        let mut shown = url::Url::parse(&admin_url).expect("GROUPWATCH_TEST_POSTGRES_URL is a URL");
+        let _ = shown.set_password(None);
         panic!(
-            "PostgreSQL is unreachable at {admin_url} ({e}); these tests need it: start it with \
+            "PostgreSQL is unreachable at {shown} ({e}); these tests need it: start it with \
              `bash scripts/services.sh`, or point GROUPWATCH_TEST_POSTGRES_URL at one"
         )
     });
