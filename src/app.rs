@@ -19,12 +19,12 @@ use crate::broker::Broker;
 use crate::callback::{self, CallbackState};
 use crate::config::Config;
 use crate::inbound::Inbound;
+use crate::pipeline::Halt;
 use crate::pipeline::{Pipeline, Settings};
 use crate::provider::wecom::WecomClient;
 use crate::publish::Publisher;
 use crate::store::{self, SnapshotStore};
 use crate::telemetry;
-use crate::pipeline::Halt;
 use crate::worker::Worker;
 
 /// Test-only fault injection points.

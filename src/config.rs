@@ -319,7 +319,7 @@ impl Config {
         if !(1..=256).contains(&self.amqp.inbound_shards) {
             return Err(ConfigError::new("amqp.inbound_shards", "must be between 1 and 256"));
         }
-        if self.worker.retry_delays_ms.is_empty() || self.worker.retry_delays_ms.iter().any(|d| *d == 0) {
+        if self.worker.retry_delays_ms.is_empty() || self.worker.retry_delays_ms.contains(&0) {
             return Err(ConfigError::new("worker.retry_delays_ms", "must be a non-empty list of positive delays"));
         }
         if self.worker.prefetch == 0 {

@@ -75,7 +75,7 @@ fn describe(e: &GroupEvent) -> String {
 /// Runs the tour and prints what it does to stdout.
 pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
     let sim = sim::spawn(SimState::bundled()?, "127.0.0.1:0".parse()?).await?;
-    let simc = SimClient::new(&sim.base_url());
+    let simc = SimClient::new(sim.base_url());
     let dir = tempfile_dir()?;
     let exchange = format!("groupwatch-demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let config = demo_config(amqp_url, &exchange, &sim.base_url(), &dir.join("demo.db"))?;
@@ -92,11 +92,20 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
     let conn = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
     let tap = channel
-        .queue_declare("", QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "",
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?;
     channel.queue_bind(tap.name().as_str(), &exchange, "#", QueueBindOptions::default(), FieldTable::default()).await?;
     let consumer = channel
-        .basic_consume(tap.name().as_str(), "demo", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            tap.name().as_str(),
+            "demo",
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?;
 
     let stop = CancellationToken::new();
@@ -118,7 +127,10 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
     simc.dismiss_group(CORP, CHAT).await?;
     tour.step("the group is dismissed", FIXTURE_DISMISS, 3).await?;
     let total = tour.total;
-    println!("\n{total} events published. A consumer reads them from the durable queues {}.member.join and {}.member.leave,", exchange, exchange);
+    println!(
+        "\n{total} events published. A consumer reads them from the durable queues {}.member.join and {}.member.leave,",
+        exchange, exchange
+    );
     println!("or binds its own queue to routing keys such as wecom.acme.member.* (see README).");
 
     stop.cancel();

@@ -24,10 +24,8 @@ impl Publisher {
             return Ok(());
         }
         let exchange = &self.broker.topology().exchange;
-        let bodies: Vec<(String, Vec<u8>)> = events
-            .iter()
-            .map(|e| (e.routing_key(), serde_json::to_vec(e).expect("events serialise")))
-            .collect();
+        let bodies: Vec<(String, Vec<u8>)> =
+            events.iter().map(|e| (e.routing_key(), serde_json::to_vec(e).expect("events serialise"))).collect();
         let now = crate::callback::now_ms() as u64 / 1000;
         let messages: Vec<Outgoing> = events
             .iter()

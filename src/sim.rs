@@ -679,7 +679,7 @@ async fn groupchat_list(
         .map(|g| &g.now)
         .filter(|g| !g.dismissed && request.status_filter == 0)
         .filter(|g| owners.is_empty() || owners.contains(&g.owner))
-        .filter(|g| after.as_deref().map_or(true, |after| g.chat_id.as_str() > after))
+        .filter(|g| after.as_deref().is_none_or(|after| g.chat_id.as_str() > after))
         .map(|g| g.chat_id.as_str())
         .take(limit as usize + 1)
         .collect();

@@ -115,9 +115,8 @@ impl Generation {
         let channel = self.link.connection.create_channel().await?;
         channel.basic_qos(self.worker.prefetch, BasicQosOptions::default()).await?;
         for queue in self.worker.broker.topology().inbound_queues() {
-            let consumer = channel
-                .basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default())
-                .await?;
+            let consumer =
+                channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
             let generation = self.clone();
             self.tasks.spawn(async move {
                 let mut consumer = consumer;
@@ -277,12 +276,15 @@ impl Generation {
             headers.insert("x-groupwatch-tenant".into(), AMQPValue::LongString(e.tenant.clone().into()));
             headers.insert("x-groupwatch-chat-id".into(), AMQPValue::LongString(e.event.chat_id.clone().into()));
         }
-        let properties =
-            BasicProperties::default().with_content_type("application/json".into()).with_headers(headers);
+        let properties = BasicProperties::default().with_content_type("application/json".into()).with_headers(headers);
         match self.worker.broker.publish("", &topology.dead_letter_queue(), body, properties).await {
             Ok(()) => {
                 metrics::counter!("groupwatch_dead_letters_total").increment(1);
-                tracing::error!(reason, chat_id = inbound.map(|e| e.event.chat_id.as_str()), "event moved to the dead-letter queue");
+                tracing::error!(
+                    reason,
+                    chat_id = inbound.map(|e| e.event.chat_id.as_str()),
+                    "event moved to the dead-letter queue"
+                );
                 true
             }
             Err(e) => {

@@ -94,7 +94,7 @@ impl Harness {
 
     async fn start_with(store: TestStore, hooks: groupwatch::app::Hooks) -> Harness {
         let sim = sim::spawn(sim_state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let simc = SimClient::new(&sim.base_url());
+        let simc = SimClient::new(sim.base_url());
         let exchange = unique_exchange();
         let config = pipeline_config(&exchange, &store, &sim.base_url());
         let app = spawn_app_hooked(&config, hooks).await;
@@ -109,7 +109,8 @@ impl Harness {
     }
 
     async fn callback(&self, xml: &str) {
-        let replayer = Replayer::new(self.app().config.tenant(TENANT).unwrap(), &self.app().callback_url(TENANT)).unwrap();
+        let replayer =
+            Replayer::new(self.app().config.tenant(TENANT).unwrap(), &self.app().callback_url(TENANT)).unwrap();
         assert_eq!(replayer.post(xml.as_bytes()).await.unwrap(), 200);
     }
 
@@ -131,9 +132,11 @@ impl Harness {
 
 fn pipeline_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
     test_config_with_store(exchange, &store.url(), "")
-        .replace("[worker]\nenabled = false", "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]")
+        .replace(
+            "[worker]\nenabled = false",
+            "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]",
+        )
         .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
-
 }
 
 fn kinds(events: &[GroupEvent]) -> Vec<(EventType, Option<&str>, Option<i64>)> {
@@ -206,8 +209,14 @@ async fn leave_carries_previous_details(store: TestStore) {
     let h = Harness::start(store).await;
     let created = h.created().await;
     let v = h.simc.remove_member(CORP_ID, CHAT, "wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA").await.unwrap();
-    h.callback(&callback_xml(1700000100, "update", Some("del_member"), &["wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"], Some(&v)))
-        .await;
+    h.callback(&callback_xml(
+        1700000100,
+        "update",
+        Some("del_member"),
+        &["wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"],
+        Some(&v),
+    ))
+    .await;
     let left = h.tap.expect(1, WAIT).await;
     assert_eq!(kinds(&left), [(EventType::MemberLeave, Some("wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"), Some(1700000100))]);
     assert_eq!(left[0].member, created[2].member, "last-known details");
