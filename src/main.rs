@@ -136,7 +136,8 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Demo { amqp_url } => {
             telemetry::init_logging(&groupwatch::config::LogConfig {
                 format: groupwatch::config::LogFormat::Text,
-                level: "warn".into(),
+                // lapin reports the demo's own orderly disconnect as an error; it is not one.
+                level: "warn,lapin=off".into(),
             });
             groupwatch::demo::run(&amqp_url).await?;
             Ok(ExitCode::SUCCESS)
