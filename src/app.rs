@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::inbound::Inbound;
 use crate::pipeline::Halt;
 use crate::pipeline::{Pipeline, Settings};
-use crate::provider::wecom::WecomClient;
+use crate::provider::wecom::{ApiLimits, WecomClient};
 use crate::publish::Publisher;
 use crate::store::{self, SnapshotStore};
 use crate::telemetry;
@@ -63,7 +63,13 @@ impl Application {
         let shutdown = CancellationToken::new();
         let (broker, broker_task) = Broker::start(&config.amqp, shutdown.child_token());
         let worker = config.worker.enabled.then(|| {
-            let source = WecomClient::new(&config.wecom, Duration::from_millis(config.worker.api_timeout_ms));
+            let limits = ApiLimits {
+                per_minute: config.worker.api_rate_per_minute,
+                concurrency: config.worker.api_concurrency,
+                timeout: Duration::from_millis(config.worker.api_timeout_ms),
+                rate_limit_pause: Duration::from_millis(config.worker.api_rate_limit_pause_ms),
+            };
+            let source = WecomClient::new(&config.wecom, limits);
             let pipeline = Pipeline {
                 source: Arc::new(source),
                 store: store.clone(),
@@ -74,7 +80,8 @@ impl Application {
                 },
                 halt: hooks.halt_after_publish,
             };
-            Arc::new(Worker::new(Arc::new(pipeline), broker.clone(), config.worker.prefetch))
+            let dedupe = Duration::from_secs(config.worker.dedupe_window_secs);
+            Arc::new(Worker::new(Arc::new(pipeline), broker.clone(), config.worker.prefetch, dedupe))
         });
         let listener = if config.http.enabled {
             let listener = TcpListener::bind(config.http.listen)
@@ -104,7 +111,11 @@ impl Application {
             .collect::<anyhow::Result<HashMap<_, _>>>()?;
         let callbacks = Router::new()
             .route("/wecom/{tenant}/callback", get(callback::verify_url).post(callback::receive_event))
-            .with_state(CallbackState { tenants: Arc::new(tenants), inbound: Inbound::new(self.broker.clone()) });
+            .with_state(CallbackState {
+                tenants: Arc::new(tenants),
+                inbound: Inbound::new(self.broker.clone()),
+                timestamp_window: Some(self.config.http.timestamp_window_secs).filter(|w| *w > 0),
+            });
         let ops = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))

@@ -21,6 +21,8 @@ use crate::model::Provider;
 pub struct CallbackState {
     pub tenants: Arc<HashMap<String, WxCrypt>>,
     pub inbound: Inbound,
+    /// Maximum distance between the signed `timestamp` and now; `None` disables the check.
+    pub timestamp_window: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,8 @@ pub enum CallbackError {
     UnknownTenant,
     #[error("missing query parameter {0}")]
     MissingParam(&'static str),
+    #[error("timestamp outside the accepted window")]
+    StaleTimestamp,
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("body is not UTF-8")]
@@ -46,7 +50,7 @@ impl CallbackError {
         match self {
             Self::UnknownTenant => StatusCode::NOT_FOUND,
             Self::MissingParam("msg_signature" | "timestamp" | "nonce") => StatusCode::UNAUTHORIZED,
-            Self::Crypto(CryptoError::BadSignature) => StatusCode::UNAUTHORIZED,
+            Self::Crypto(CryptoError::BadSignature) | Self::StaleTimestamp => StatusCode::UNAUTHORIZED,
             Self::MissingParam(_) | Self::Crypto(_) | Self::NotUtf8 | Self::Envelope(_) | Self::Event(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -58,6 +62,7 @@ impl CallbackError {
         match self {
             Self::UnknownTenant => "unknown_tenant",
             Self::MissingParam(_) | Self::Crypto(CryptoError::BadSignature) => "bad_signature",
+            Self::StaleTimestamp => "stale_timestamp",
             Self::Crypto(CryptoError::ReceiveIdMismatch) => "wrong_receive_id",
             Self::Crypto(_) | Self::NotUtf8 | Self::Envelope(_) => "malformed",
             Self::Event(_) => "bad_event",
@@ -119,6 +124,17 @@ impl CallbackState {
     fn tenant(&self, tenant: &str) -> Result<&WxCrypt, CallbackError> {
         self.tenants.get(tenant).ok_or(CallbackError::UnknownTenant)
     }
+
+    /// Refuses a replayed (or badly clocked) request before any crypto work.
+    fn check_timestamp(&self, timestamp: &str) -> Result<(), CallbackError> {
+        let Some(window) = self.timestamp_window else { return Ok(()) };
+        let ts: i64 = timestamp.parse().map_err(|_| CallbackError::StaleTimestamp)?;
+        let now = now_ms() / 1000;
+        if ts.abs_diff(now) > window {
+            return Err(CallbackError::StaleTimestamp);
+        }
+        Ok(())
+    }
 }
 
 fn record(tenant: &str, outcome: &'static str, started: Instant) {
@@ -139,6 +155,7 @@ pub async fn verify_url(
         let crypt = state.tenant(&tenant)?;
         let q = SignedQuery::parse(query.as_deref());
         let (sig, ts, nonce) = q.signature_parts()?;
+        state.check_timestamp(&ts)?;
         let echostr = SignedQuery::require(&q.echostr, "echostr")?;
         Ok::<_, CallbackError>(crypt.verify_and_decrypt(&sig, &ts, &nonce, &echostr)?)
     })();
@@ -187,6 +204,7 @@ async fn accept_event(
 ) -> Result<&'static str, CallbackError> {
     let crypt = state.tenant(tenant)?;
     let (sig, ts, nonce) = SignedQuery::parse(query).signature_parts()?;
+    state.check_timestamp(&ts)?;
     let body = std::str::from_utf8(body).map_err(|_| CallbackError::NotUtf8)?;
     let encrypted = event::parse_envelope(body).map_err(CallbackError::Envelope)?;
     let plain = crypt.verify_and_decrypt(&sig, &ts, &nonce, &encrypted)?;

@@ -97,6 +97,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// A request (including reading its body) that takes longer is answered 408.
     pub request_timeout_ms: u64,
+    /// Signed requests whose `timestamp` is further than this from now (either side) are
+    /// refused with 401, so a captured callback cannot be replayed later. 0 disables the check.
+    pub timestamp_window_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -106,6 +109,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".parse().unwrap(),
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 4_000,
+            timestamp_window_secs: 300,
         }
     }
 }
@@ -129,6 +133,14 @@ pub struct WorkerConfig {
     pub prefetch: u16,
     /// Timeout of one WeCom API request.
     pub api_timeout_ms: u64,
+    /// WeCom API calls per minute per corp (WeCom allows 10,000 per corp per API).
+    pub api_rate_per_minute: u32,
+    /// WeCom API calls in flight at once per corp (WeCom answers 45033 above its own limit).
+    pub api_concurrency: u32,
+    /// How long a corp's API calls pause after WeCom answers 45009 (its limit window is a minute).
+    pub api_rate_limit_pause_ms: u64,
+    /// A callback seen again within this window (WeCom retries) costs no API call.
+    pub dedupe_window_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -139,6 +151,10 @@ impl Default for WorkerConfig {
             retry_delays_ms: vec![1_000, 2_000, 5_000, 15_000, 30_000],
             prefetch: 1_000,
             api_timeout_ms: 10_000,
+            api_rate_per_minute: 3_000,
+            api_concurrency: 8,
+            api_rate_limit_pause_ms: 60_000,
+            dedupe_window_secs: 300,
         }
     }
 }
@@ -324,6 +340,12 @@ impl Config {
         }
         if self.worker.prefetch == 0 {
             return Err(ConfigError::new("worker.prefetch", "must be positive"));
+        }
+        if self.worker.api_rate_per_minute == 0 {
+            return Err(ConfigError::new("worker.api_rate_per_minute", "must be positive"));
+        }
+        if self.worker.api_concurrency == 0 {
+            return Err(ConfigError::new("worker.api_concurrency", "must be positive"));
         }
         if self.worker.api_timeout_ms == 0 {
             return Err(ConfigError::new("worker.api_timeout_ms", "must be positive"));

@@ -31,19 +31,23 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Encrypt, sign and POST fixture events to a callback URL, as WeCom would.
+    /// Encrypt, sign and POST fixture events to a callback URL, as WeCom would; or, with
+    /// --dead-letters, move the dead-letter queue back into the inbound queues.
     Replay {
         #[command(flatten)]
         config: ConfigArg,
         /// The tenant whose Token and EncodingAESKey sign the events.
-        #[arg(long)]
-        tenant: String,
+        #[arg(long, required_unless_present = "dead_letters")]
+        tenant: Option<String>,
         /// The callback URL, e.g. http://127.0.0.1:8080/wecom/acme/callback
-        #[arg(long)]
-        url: String,
+        #[arg(long, required_unless_present = "dead_letters")]
+        url: Option<String>,
         /// Plaintext event XML files.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "dead_letters")]
         fixtures: Vec<PathBuf>,
+        /// Re-inject every message of {exchange}.dead into the inbound queues.
+        #[arg(long, conflicts_with_all = ["tenant", "url", "fixtures"])]
+        dead_letters: bool,
     },
     /// A WeCom API simulator (gettoken, groupchat/get, groupchat/list) for demos and tests.
     Sim {
@@ -107,7 +111,19 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             app.run_until(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { config, tenant, url, fixtures } => {
+        Command::Replay { config, dead_letters: true, .. } => {
+            let config = load_config(&config)?;
+            let s = groupwatch::replay::replay_dead_letters(&config.amqp).await?;
+            println!(
+                "re-injected {} events from {} dead letters; {} left in the dead-letter queue (not groupwatch batches)",
+                s.events, s.messages, s.left
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { config, tenant, url, fixtures, .. } => {
+            let (Some(tenant), Some(url)) = (tenant, url) else {
+                return Err(Failure::Usage("replay needs --tenant and --url (or --dead-letters)".into()));
+            };
             let config = load_config(&config)?;
             let tenant = config
                 .tenant(&tenant)

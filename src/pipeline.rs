@@ -28,6 +28,9 @@ pub enum Outcome {
     Done { events: usize, fetched: bool },
     /// Try again after the delay (the group is not yet consistent, or a fetch failed).
     RetryAfter(Duration),
+    /// The corp is over its API rate limit: try again after the pause, without spending the
+    /// retry budget (being throttled is not the reports' fault).
+    Paused(Duration),
     /// The fetch keeps failing or cannot succeed: park the reports in the dead-letter queue.
     Poison(String),
     /// The broker lost the events; the inbound messages will be redelivered, so drop them.
@@ -182,12 +185,12 @@ impl Pipeline {
         };
         metrics::counter!("groupwatch_fetches_total", "outcome" => outcome, "errcode" => errcode).increment(1);
         match (&e, self.delay(attempt)) {
-            (FetchError::Permanent { .. }, _) | (_, None) => {
+            (FetchError::RateLimited { wait, .. }, _) => Outcome::Paused(*wait),
+            (FetchError::Permanent { .. }, _) | (FetchError::Transient(_), None) => {
                 tracing::error!(tenant = %key.tenant, chat_id = %key.chat_id, error = %e, attempts = attempt + 1,
                     "giving up on the group fetch");
                 Outcome::Poison(e.to_string())
             }
-            (FetchError::RateLimited { wait, .. }, Some(delay)) => Outcome::RetryAfter(delay.max(*wait)),
             (FetchError::Transient(_), Some(delay)) => {
                 tracing::warn!(tenant = %key.tenant, chat_id = %key.chat_id, error = %e, retry_in = ?delay, "group fetch failed");
                 Outcome::RetryAfter(delay)

@@ -66,3 +66,67 @@ impl Replayer {
         self.post(&xml).await
     }
 }
+
+/// What `replay --dead-letters` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterSummary {
+    /// Dead-lettered messages moved back to the inbound queues.
+    pub messages: usize,
+    /// Events they held.
+    pub events: usize,
+    /// Messages left in the dead-letter queue because they are not groupwatch inbound batches.
+    pub left: usize,
+}
+
+/// Moves every message of `{exchange}.dead` back to the inbound queue of its chat's shard, once
+/// the cause (a wrong secret, a missing permission, ...) has been fixed. Each message is acked
+/// in the dead-letter queue only after the broker confirmed its re-injection, so nothing is lost
+/// if this is interrupted. Messages that are not inbound batches stay where they are.
+pub async fn replay_dead_letters(amqp: &crate::config::AmqpConfig) -> anyhow::Result<DeadLetterSummary> {
+    use crate::broker::Broker;
+    use crate::inbound::InboundBatch;
+    use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::BasicProperties;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (broker, task) = Broker::start(amqp, stop.clone());
+    let link = broker
+        .connected(std::time::Duration::from_secs(10))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot reach RabbitMQ at amqp.url"))?;
+    let topology = broker.topology().clone();
+    let dead = topology.dead_letter_queue();
+    let channel = link.connection.create_channel().await?;
+    // Bounded by what is there now: messages left behind are requeued and must not loop forever.
+    let waiting = channel
+        .queue_declare(&dead, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await?
+        .message_count();
+    let mut summary = DeadLetterSummary::default();
+    for _ in 0..waiting {
+        let Some(message) = channel.basic_get(&dead, BasicGetOptions::default()).await? else { break };
+        let batch: InboundBatch = match serde_json::from_slice(&message.delivery.data) {
+            Ok(b) => b,
+            Err(_) => {
+                summary.left += 1;
+                message.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                continue;
+            }
+        };
+        for event in &batch.events {
+            let queue = topology.inbound_queue(topology.shard_for(&event.event.chat_id));
+            let body = serde_json::to_vec(&InboundBatch { events: vec![event.clone()] })?;
+            let properties = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_message_id(event.key.as_str().into());
+            broker.publish("", &queue, &body, properties).await?;
+            summary.events += 1;
+        }
+        message.delivery.acker.ack(BasicAckOptions::default()).await?;
+        summary.messages += 1;
+    }
+    stop.cancel();
+    let _ = task.await;
+    Ok(summary)
+}

@@ -60,6 +60,37 @@ pub struct Worker {
     pipeline: Arc<Pipeline>,
     broker: Broker,
     prefetch: u16,
+    recent: RecentKeys,
+}
+
+/// Keys of callbacks fully processed within the dedupe window: WeCom's retries of them are
+/// acked without another fetch. Keys include UpdateDetail, the member versions and the member
+/// list, so distinct changes in the same second never collide.
+struct RecentKeys {
+    window: Duration,
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl RecentKeys {
+    fn contains(&self, key: &str) -> bool {
+        let seen = self.seen.lock().expect("recent keys lock");
+        seen.get(key).is_some_and(|at| at.elapsed() < self.window)
+    }
+
+    fn remember(&self, keys: &[&str]) {
+        if self.window.is_zero() {
+            return;
+        }
+        let mut seen = self.seen.lock().expect("recent keys lock");
+        let now = Instant::now();
+        // Bounded by what one window of traffic can add; expired keys go on the next growth.
+        if seen.len() > 10_000 {
+            seen.retain(|_, at| at.elapsed() < self.window);
+        }
+        for k in keys {
+            seen.insert((*k).to_owned(), now);
+        }
+    }
 }
 
 /// Everything the actors of one broker connection share.
@@ -72,8 +103,9 @@ struct Generation {
 }
 
 impl Worker {
-    pub fn new(pipeline: Arc<Pipeline>, broker: Broker, prefetch: u16) -> Self {
-        Self { pipeline, broker, prefetch }
+    pub fn new(pipeline: Arc<Pipeline>, broker: Broker, prefetch: u16, dedupe_window: Duration) -> Self {
+        let recent = RecentKeys { window: dedupe_window, seen: Mutex::new(HashMap::new()) };
+        Self { pipeline, broker, prefetch, recent }
     }
 
     /// Runs until `shutdown`: one generation per broker connection.
@@ -170,6 +202,13 @@ impl Generation {
         for inbound in batch.events {
             let lag = (now - inbound.received_at_ms).max(0) as f64 / 1000.0;
             metrics::histogram!("groupwatch_inbound_lag_seconds").record(lag);
+            if self.worker.recent.contains(&inbound.key) {
+                metrics::counter!("groupwatch_callbacks_deduplicated_total").increment(1);
+                tracing::debug!(tenant = %inbound.tenant, chat_id = %inbound.event.chat_id, event_key = %inbound.key,
+                    "callback already processed within the dedupe window");
+                ack.done().await;
+                continue;
+            }
             let key = GroupKey::new(inbound.provider, inbound.tenant.clone(), inbound.event.chat_id.clone());
             let pending = Pending { report: report_of(&inbound.event), inbound, ack: ack.clone() };
             self.dispatch(key, pending);
@@ -216,6 +255,8 @@ impl Generation {
                     let outcome = pipeline.process(&key, &reports, attempt).await;
                     match outcome {
                         Outcome::Done { .. } => {
+                            let keys: Vec<&str> = pending.iter().map(|p| p.inbound.key.as_str()).collect();
+                            self.worker.recent.remember(&keys);
                             for p in pending.drain(..) {
                                 p.ack.done().await;
                             }
@@ -226,6 +267,7 @@ impl Generation {
                             attempt += 1;
                             due = Some(Instant::now() + delay);
                         }
+                        Outcome::Paused(wait) => due = Some(Instant::now() + wait),
                         Outcome::Poison(reason) => {
                             for p in pending.drain(..) {
                                 if !self.dead_letter(&p.inbound, &reason).await {

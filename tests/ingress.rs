@@ -52,7 +52,9 @@ async fn every_fixture_replayed_over_http_lands_in_the_inbound_queue() {
 
 #[tokio::test]
 async fn url_verification_answers_the_exact_plaintext_of_the_official_vector() {
-    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    // The vector was signed in 2014: switch the replay window off to check the crypto alone.
+    let config = test_config(&unique_exchange(), "").replace("[http]\n", "[http]\ntimestamp_window_secs = 0\n");
+    let app = spawn_app(&config).await;
     let url = format!(
         "{}?msg_signature=5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3&timestamp=1409659589&nonce=263014780&echostr={}",
         app.callback_url("vector_a"),
@@ -115,6 +117,12 @@ async fn bad_input_gets_its_status_and_queues_nothing() {
     // A signed, decryptable message that is not a valid event.
     let not_event = sign_event(&crypt, b"<xml><Event>change_external_chat</Event></xml>", now);
     assert_eq!(post(TENANT, not_event.query, not_event.body).await.unwrap().status(), 400);
+
+    // A correctly signed callback, captured and replayed ten minutes later.
+    let old = sign_event(&crypt, &event, now - 600);
+    assert_eq!(post(TENANT, old.query, old.body).await.unwrap().status(), 401);
+    let future = sign_event(&crypt, &event, now + 600);
+    assert_eq!(post(TENANT, future.query, future.body).await.unwrap().status(), 401);
 
     // Oversized body.
     let huge = format!("<xml><Encrypt>{}</Encrypt></xml>", "A".repeat(app.config.http.max_body_bytes + 1));

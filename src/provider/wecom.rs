@@ -6,12 +6,15 @@
 //! (40001/40014/42001), after which the call is retried once.
 
 use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 use super::{FetchError, GroupSource};
 use crate::config::{Secret, WecomTenant};
@@ -19,8 +22,6 @@ use crate::diff::{ChangeReport, ReportKind};
 use crate::event::{ChangeExternalChat, ChangeType, UpdateDetail};
 use crate::model::{GroupSnapshot, Member};
 
-/// WeCom's per-minute limit clears after the window: pause that long on 45009.
-const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(60);
 /// Refresh this long before WeCom's stated expiry, so no call races the deadline.
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 const TOKEN_ERRCODES: [i64; 3] = [40001, 40014, 42001];
@@ -57,17 +58,52 @@ struct CachedToken {
     refresh_at: Instant,
 }
 
-/// One (api_base, corp, secret): its token cache and the base URL.
+/// One (api_base, corp, secret): its token cache, base URL and the limits that protect the
+/// corp's API quota: a rate limiter, a bound on calls in flight (45033) and a pause after 45009.
 struct CorpApi {
     api_base: String,
     corp_id: String,
     secret: Secret,
     token: tokio::sync::Mutex<Option<CachedToken>>,
+    rate: DefaultDirectRateLimiter,
+    in_flight: Semaphore,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl CorpApi {
+    /// While paused after a 45009, calls fail fast so that the chats reschedule themselves
+    /// instead of queueing behind the pause.
+    fn check_pause(&self) -> Result<(), FetchError> {
+        let paused = self.paused_until.lock().expect("pause lock");
+        match *paused {
+            Some(until) if until > Instant::now() => {
+                Err(FetchError::RateLimited { errcode: 45009, wait: until - Instant::now() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn pause(&self, wait: Duration) {
+        *self.paused_until.lock().expect("pause lock") = Some(Instant::now() + wait);
+        metrics::counter!("groupwatch_wecom_api_pauses_total").increment(1);
+        tracing::warn!(corp_id = %self.corp_id, pause = ?wait, "WeCom rate limit hit (45009); pausing this corp's calls");
+    }
+}
+
+/// Client-side limits per corp, from `[worker]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    pub per_minute: u32,
+    pub concurrency: u32,
+    pub timeout: Duration,
+    /// WeCom's per-minute limit clears after its window: pause that long on 45009.
+    pub rate_limit_pause: Duration,
 }
 
 #[derive(Clone)]
 pub struct WecomClient {
     http: reqwest::Client,
+    rate_limit_pause: Duration,
     tenants: Arc<HashMap<String, Arc<CorpApi>>>,
 }
 
@@ -186,11 +222,18 @@ pub struct ListedChat {
     pub status: i64,
 }
 
+/// Allows a sixth of the per-minute budget as a burst, so a quiet corp can absorb a spike.
+fn quota(per_minute: u32) -> Quota {
+    let per_minute = NonZeroU32::new(per_minute.max(1)).expect("positive");
+    let burst = NonZeroU32::new((per_minute.get() / 6).max(1)).expect("positive");
+    Quota::per_minute(per_minute).allow_burst(burst)
+}
+
 /// Classifies a non-zero errcode of an API call.
-fn classify(errcode: i64, errmsg: String) -> FetchError {
+fn classify(errcode: i64, errmsg: String, rate_limit_pause: Duration) -> FetchError {
     match errcode {
         -1 | 45033 => FetchError::Transient(format!("errcode {errcode}: {errmsg}")),
-        45009 => FetchError::RateLimited { errcode, wait: RATE_LIMIT_PAUSE },
+        45009 => FetchError::RateLimited { errcode, wait: rate_limit_pause },
         _ => FetchError::Permanent { errcode, errmsg },
     }
 }
@@ -202,9 +245,9 @@ fn transport(e: reqwest::Error) -> FetchError {
 }
 
 impl WecomClient {
-    pub fn new(tenants: &[WecomTenant], request_timeout: Duration) -> Self {
+    pub fn new(tenants: &[WecomTenant], limits: ApiLimits) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(request_timeout)
+            .timeout(limits.timeout)
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("a TLS backend is compiled in");
@@ -221,12 +264,15 @@ impl WecomClient {
                         corp_id: t.corp_id.clone(),
                         secret: t.secret.clone(),
                         token: tokio::sync::Mutex::new(None),
+                        rate: RateLimiter::direct(quota(limits.per_minute)),
+                        in_flight: Semaphore::new(limits.concurrency as usize),
+                        paused_until: Mutex::new(None),
                     })
                 })
                 .clone();
             by_tenant.insert(t.tenant.clone(), api);
         }
-        Self { http, tenants: Arc::new(by_tenant) }
+        Self { http, rate_limit_pause: limits.rate_limit_pause, tenants: Arc::new(by_tenant) }
     }
 
     fn api(&self, tenant: &str) -> Result<&Arc<CorpApi>, FetchError> {
@@ -259,7 +305,7 @@ impl WecomClient {
             serde_json::from_value(body.clone()).unwrap_or(Status { errcode: -1, errmsg: String::new() });
         if status.errcode != 0 {
             tracing::warn!(corp_id = %api.corp_id, errcode = status.errcode, errmsg = %status.errmsg, "gettoken failed");
-            return Err(classify(status.errcode, format!("gettoken: {}", status.errmsg)));
+            return Err(classify(status.errcode, format!("gettoken: {}", status.errmsg), self.rate_limit_pause));
         }
         let token: TokenResponse = serde_json::from_value(body)
             .map_err(|e| FetchError::Transient(format!("gettoken: unexpected answer: {e}")))?;
@@ -278,9 +324,12 @@ impl WecomClient {
         body: &serde_json::Value,
     ) -> Result<T, FetchError> {
         let api = self.api(tenant)?;
+        api.check_pause()?;
+        let _permit = api.in_flight.acquire().await.expect("semaphore is never closed");
         let mut stale: Option<String> = None;
         loop {
             let token = self.token(api, stale.as_deref()).await?;
+            api.rate.until_ready().await;
             metrics::counter!("groupwatch_wecom_api_calls_total", "api" => api_name).increment(1);
             let resp = self
                 .http
@@ -306,7 +355,10 @@ impl WecomClient {
                     stale = Some(token);
                 }
                 code => {
-                    let err = classify(code, status.errmsg);
+                    let err = classify(code, status.errmsg, self.rate_limit_pause);
+                    if let FetchError::RateLimited { wait, .. } = &err {
+                        api.pause(*wait);
+                    }
                     tracing::warn!(tenant, api = api_name, errcode = code, error = %err, "WeCom API error");
                     return Err(err);
                 }
@@ -377,10 +429,11 @@ mod tests {
 
     #[test]
     fn errcodes_are_classified() {
-        assert!(matches!(classify(-1, "busy".into()), FetchError::Transient(_)));
-        assert!(matches!(classify(45033, "".into()), FetchError::Transient(_)));
-        assert!(matches!(classify(45009, "".into()), FetchError::RateLimited { .. }));
-        assert_eq!(classify(48002, "no".into()), FetchError::Permanent { errcode: 48002, errmsg: "no".into() });
+        let pause = Duration::from_secs(60);
+        assert!(matches!(classify(-1, "busy".into(), pause), FetchError::Transient(_)));
+        assert!(matches!(classify(45033, "".into(), pause), FetchError::Transient(_)));
+        assert_eq!(classify(45009, "".into(), pause), FetchError::RateLimited { errcode: 45009, wait: pause });
+        assert_eq!(classify(48002, "no".into(), pause), FetchError::Permanent { errcode: 48002, errmsg: "no".into() });
     }
 
     #[test]
