@@ -211,3 +211,114 @@ async fn serve_with_bad_config_exits_2_naming_the_key() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("wecom[0].encoding_aes_key"), "{stderr}");
 }
+
+/// 10,000 hostile requests of every kind: each gets a 4xx, the process stays up, nothing is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_malformed_requests_are_all_rejected_and_nothing_is_queued() {
+    use futures_util::StreamExt;
+    use rand::{Rng, SeedableRng};
+
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let conn = amqp().await;
+    let http = reqwest::Client::new();
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let event = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom/update_add_member.xml")).unwrap();
+    let now = groupwatch::callback::now_ms() / 1000;
+    let good = sign_event(&crypt, &event, now);
+    let encrypted = {
+        let start = good.body.find("<Encrypt><![CDATA[").unwrap() + 18;
+        let end = good.body.find("]]></Encrypt>").unwrap();
+        good.body[start..end].to_owned()
+    };
+    let limit = app.config.http.max_body_bytes;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let requests: Vec<(String, Vec<(&'static str, String)>, Vec<u8>, &'static str)> = (0..10_000)
+        .map(|i| {
+            let (ts, nonce) = (good.query[1].1.clone(), good.query[2].1.clone());
+            match i % 7 {
+                // Random bytes as the body, with a signature over nothing in particular.
+                0 => {
+                    let len = rng.gen_range(0..2048);
+                    let body: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                    (TENANT.into(), good.query.clone(), body, "random bytes")
+                }
+                // A good body with a wrong signature.
+                1 => {
+                    let mut q = good.query.clone();
+                    q[0].1 = format!("{:040x}", rng.gen::<u128>());
+                    (TENANT.into(), q, good.body.clone().into_bytes(), "bad signature")
+                }
+                // A truncated ciphertext, correctly signed.
+                2 => {
+                    let cut = rng.gen_range(1..encrypted.len() - 1);
+                    let truncated = &encrypted[..cut];
+                    let sig = crypt.signature(&ts, &nonce, truncated);
+                    let body = format!("<xml><Encrypt><![CDATA[{truncated}]]></Encrypt></xml>");
+                    (
+                        TENANT.into(),
+                        vec![("msg_signature", sig), ("timestamp", ts), ("nonce", nonce)],
+                        body.into_bytes(),
+                        "truncated",
+                    )
+                }
+                // A body over the limit (one in 7 × 10: keep the traffic small).
+                3 if i % 70 == 3 => {
+                    (TENANT.into(), good.query.clone(), vec![b'A'; limit + 1 + rng.gen_range(0..1000)], "huge")
+                }
+                // An old timestamp, correctly signed.
+                3 | 4 => {
+                    let old = sign_event(&crypt, &event, now - rng.gen_range(301..100_000));
+                    (TENANT.into(), old.query, old.body.into_bytes(), "old timestamp")
+                }
+                // An unknown tenant.
+                5 => (
+                    format!("t{}", rng.gen::<u32>()),
+                    good.query.clone(),
+                    good.body.clone().into_bytes(),
+                    "unknown tenant",
+                ),
+                // A good envelope with the signature over different ciphertext.
+                _ => {
+                    let mut flipped = encrypted.clone().into_bytes();
+                    let at = rng.gen_range(0..flipped.len() - 2);
+                    flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
+                    let flipped = String::from_utf8(flipped).unwrap();
+                    let body = format!("<xml><Encrypt><![CDATA[{flipped}]]></Encrypt></xml>");
+                    (TENANT.into(), good.query.clone(), body.into_bytes(), "tampered ciphertext")
+                }
+            }
+        })
+        .collect();
+
+    let results: Vec<(u16, &str)> = futures_util::stream::iter(requests)
+        .map(|(tenant, query, body, kind)| {
+            let http = http.clone();
+            let mut url = url::Url::parse(&app.callback_url(&tenant)).unwrap();
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+            async move { (http.post(url).body(body).send().await.unwrap().status().as_u16(), kind) }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert_eq!(results.len(), 10_000);
+    let mut by_kind: std::collections::BTreeMap<&str, std::collections::BTreeSet<u16>> = Default::default();
+    for (status, kind) in &results {
+        by_kind.entry(kind).or_default().insert(*status);
+    }
+    println!("statuses by kind: {by_kind:?}");
+    assert!(results.iter().all(|(s, _)| (400..500).contains(s)), "{by_kind:?}");
+    assert_eq!(by_kind["huge"], [413].into());
+    assert_eq!(by_kind["unknown tenant"], [404].into());
+    assert_eq!(by_kind["bad signature"], [401].into());
+    assert_eq!(by_kind["old timestamp"], [401].into());
+
+    assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().status(), 200, "still alive");
+    assert_eq!(inbound_len(&conn, &app.topology).await, 0, "nothing queued");
+    // The good request still gets through afterwards.
+    let mut url = url::Url::parse(&app.callback_url(TENANT)).unwrap();
+    url.query_pairs_mut().extend_pairs(good.query.iter().map(|(k, v)| (*k, v.as_str())));
+    assert_eq!(http.post(url).body(good.body.clone()).send().await.unwrap().status(), 200);
+    assert_eq!(inbound_len(&conn, &app.topology).await, 1);
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
