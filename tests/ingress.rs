@@ -232,7 +232,9 @@ async fn ten_thousand_malformed_requests_are_all_rejected_and_nothing_is_queued(
     };
     let limit = app.config.http.max_body_bytes;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let requests: Vec<(String, Vec<(&'static str, String)>, Vec<u8>, &'static str)> = (0..10_000)
+    /// (tenant, signed query, body, what kind of bad input)
+    type Hostile = (String, Vec<(&'static str, String)>, Vec<u8>, &'static str);
+    let requests: Vec<Hostile> = (0..10_000)
         .map(|i| {
             let (ts, nonce) = (good.query[1].1.clone(), good.query[2].1.clone());
             match i % 7 {
