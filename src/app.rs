@@ -23,6 +23,7 @@ use crate::pipeline::Halt;
 use crate::pipeline::{Pipeline, Settings};
 use crate::provider::wecom::{ApiLimits, WecomClient};
 use crate::publish::Publisher;
+use crate::resync;
 use crate::store::{self, SnapshotStore};
 use crate::telemetry;
 use crate::worker::Worker;
@@ -39,6 +40,8 @@ pub struct Application {
     listener: Option<TcpListener>,
     store: Arc<dyn SnapshotStore>,
     worker: Option<Arc<Worker>>,
+    pipeline: Arc<Pipeline>,
+    client: WecomClient,
     broker: Broker,
     broker_task: tokio::task::JoinHandle<()>,
     /// Cancelled last, once nothing needs the broker any more.
@@ -62,26 +65,10 @@ impl Application {
         let store = store::connect(config.store.url.expose()).await.map_err(|e| anyhow::anyhow!("store: {e}"))?;
         let shutdown = CancellationToken::new();
         let (broker, broker_task) = Broker::start(&config.amqp, shutdown.child_token());
+        let (pipeline, client) = build_pipeline(&config, store.clone(), &broker, hooks.halt_after_publish);
         let worker = config.worker.enabled.then(|| {
-            let limits = ApiLimits {
-                per_minute: config.worker.api_rate_per_minute,
-                concurrency: config.worker.api_concurrency,
-                timeout: Duration::from_millis(config.worker.api_timeout_ms),
-                rate_limit_pause: Duration::from_millis(config.worker.api_rate_limit_pause_ms),
-            };
-            let source = WecomClient::new(&config.wecom, limits);
-            let pipeline = Pipeline {
-                source: Arc::new(source),
-                store: store.clone(),
-                publisher: Publisher::new(broker.clone()),
-                settings: Settings {
-                    coalesce: Duration::from_millis(config.worker.coalesce_ms),
-                    retry_delays: config.worker.retry_delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
-                },
-                halt: hooks.halt_after_publish,
-            };
             let dedupe = Duration::from_secs(config.worker.dedupe_window_secs);
-            Arc::new(Worker::new(Arc::new(pipeline), broker.clone(), config.worker.prefetch, dedupe))
+            Arc::new(Worker::new(pipeline.clone(), broker.clone(), config.worker.prefetch, dedupe))
         });
         let listener = if config.http.enabled {
             let listener = TcpListener::bind(config.http.listen)
@@ -91,7 +78,7 @@ impl Application {
         } else {
             None
         };
-        Ok(Self { config, listener, store, worker, broker, broker_task, shutdown })
+        Ok(Self { config, listener, store, worker, pipeline, client, broker, broker_task, shutdown })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -149,6 +136,16 @@ impl Application {
         let router = self.router()?;
         let worker_stop = CancellationToken::new();
         let worker_task = self.worker.clone().map(|w| tokio::spawn(w.run(worker_stop.clone())));
+        let resync_task = (self.worker.is_some() && self.config.resync.interval_secs > 0).then(|| {
+            tokio::spawn(resync::run_periodically(
+                self.pipeline.clone(),
+                self.client.clone(),
+                self.config.wecom.clone(),
+                self.config.resync.page_size,
+                Duration::from_secs(self.config.resync.interval_secs),
+                worker_stop.clone(),
+            ))
+        });
         match self.listener {
             Some(listener) => {
                 axum::serve(listener, router).with_graceful_shutdown(stop_intake.cancelled_owned()).await?;
@@ -157,7 +154,7 @@ impl Application {
         }
         // Then the workers: in-flight attempts finish, everything unacked is left to redelivery.
         worker_stop.cancel();
-        if let Some(task) = worker_task {
+        for task in worker_task.into_iter().chain(resync_task) {
             let _ = tokio::time::timeout(Duration::from_secs(25), task).await;
         }
         self.shutdown.cancel();
@@ -175,4 +172,59 @@ async fn readyz(State(ops): State<OpsState>) -> impl IntoResponse {
         return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable");
     }
     (StatusCode::OK, "ready")
+}
+
+/// The fetch → diff → publish → save pipeline and the WeCom client behind it, as `serve` and
+/// `resync` both use them.
+pub fn build_pipeline(
+    config: &Config,
+    store: Arc<dyn SnapshotStore>,
+    broker: &Broker,
+    halt: Option<Arc<Halt>>,
+) -> (Arc<Pipeline>, WecomClient) {
+    let limits = ApiLimits {
+        per_minute: config.worker.api_rate_per_minute,
+        concurrency: config.worker.api_concurrency,
+        timeout: Duration::from_millis(config.worker.api_timeout_ms),
+        rate_limit_pause: Duration::from_millis(config.worker.api_rate_limit_pause_ms),
+    };
+    let client = WecomClient::new(&config.wecom, limits);
+    let pipeline = Pipeline {
+        source: Arc::new(client.clone()),
+        store,
+        publisher: Publisher::new(broker.clone()),
+        settings: Settings {
+            coalesce: Duration::from_millis(config.worker.coalesce_ms),
+            retry_delays: config.worker.retry_delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+        },
+        halt,
+    };
+    (Arc::new(pipeline), client)
+}
+
+/// `groupwatch resync`: reconciles the given tenants once and returns a summary per tenant.
+pub async fn resync_once(
+    config: &Config,
+    tenants: &[String],
+    owners_override: &[String],
+) -> anyhow::Result<Vec<resync::Summary>> {
+    let store = store::connect(config.store.url.expose()).await.map_err(|e| anyhow::anyhow!("store: {e}"))?;
+    let stop = CancellationToken::new();
+    let (broker, broker_task) = Broker::start(&config.amqp, stop.child_token());
+    broker
+        .connected(Duration::from_secs(10))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot reach RabbitMQ at amqp.url"))?;
+    let (pipeline, client) = build_pipeline(config, store, &broker, None);
+    let mut summaries = Vec::new();
+    for t in config.wecom.iter().filter(|t| tenants.is_empty() || tenants.contains(&t.tenant)) {
+        let owners = if owners_override.is_empty() { t.resync_owners()? } else { owners_override.to_vec() };
+        let summary = resync::resync_tenant(&pipeline, &client, &t.tenant, &owners, config.resync.page_size, &stop)
+            .await
+            .map_err(|e| anyhow::anyhow!("resync {}: listing the groups failed: {e}", t.tenant))?;
+        summaries.push(summary);
+    }
+    stop.cancel();
+    let _ = broker_task.await;
+    Ok(summaries)
 }

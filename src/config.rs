@@ -84,6 +84,8 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub resync: ResyncConfig,
+    #[serde(default)]
     pub wecom: Vec<WecomTenant>,
 }
 
@@ -196,6 +198,22 @@ impl Default for StoreConfig {
     }
 }
 
+/// Reconciliation: walking `groupchat/list` and diffing every group against its snapshot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResyncConfig {
+    /// Run a resync inside `serve` every this many seconds; 0 (the default) turns it off.
+    pub interval_secs: u64,
+    /// `limit` of each `groupchat/list` page (1..=1000).
+    pub page_size: u32,
+}
+
+impl Default for ResyncConfig {
+    fn default() -> Self {
+        Self { interval_secs: 0, page_size: 1000 }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -239,6 +257,13 @@ pub struct WecomTenant {
     /// the suite id for a third-party app's instruction callback.
     #[serde(default)]
     pub receive_id: Option<String>,
+    /// Group owners whose groups `resync` walks (in batches of 100). Empty: no owner filter,
+    /// which WeCom refuses (81017) when the app sees more than 1000 people.
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// A file with one owner userid per line, added to `owners`.
+    #[serde(default)]
+    pub owners_file: Option<std::path::PathBuf>,
 }
 
 fn default_api_base() -> String {
@@ -248,6 +273,20 @@ fn default_api_base() -> String {
 impl WecomTenant {
     pub fn receive_id(&self) -> &str {
         self.receive_id.as_deref().unwrap_or(&self.corp_id)
+    }
+
+    /// `owners` plus the lines of `owners_file` (blank lines and `#` comments skipped).
+    pub fn resync_owners(&self) -> std::io::Result<Vec<String>> {
+        let mut owners = self.owners.clone();
+        if let Some(path) = &self.owners_file {
+            let text = std::fs::read_to_string(path)?;
+            owners.extend(
+                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
+            );
+        }
+        owners.sort();
+        owners.dedup();
+        Ok(owners)
     }
 
     pub fn crypt(&self) -> Result<crypto::WxCrypt, crypto::CryptoError> {
@@ -323,6 +362,14 @@ impl Config {
                 return Err(ConfigError::new(key("secret"), "must not be empty"));
             }
             check_url(&key("api_base"), &t.api_base, &["http", "https"])?;
+            if let Some(path) = &t.owners_file {
+                if !path.is_file() {
+                    return Err(ConfigError::new(
+                        key("owners_file"),
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
+            }
         }
         check_url("amqp.url", self.amqp.url.expose(), &["amqp", "amqps"])?;
         let ex = &self.amqp.exchange;
@@ -340,6 +387,9 @@ impl Config {
         }
         if self.worker.prefetch == 0 {
             return Err(ConfigError::new("worker.prefetch", "must be positive"));
+        }
+        if !(1..=1000).contains(&self.resync.page_size) {
+            return Err(ConfigError::new("resync.page_size", "must be between 1 and 1000"));
         }
         if self.worker.api_rate_per_minute == 0 {
             return Err(ConfigError::new("worker.api_rate_per_minute", "must be positive"));

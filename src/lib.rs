@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod provider;
 pub mod publish;
 pub mod replay;
+pub mod resync;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

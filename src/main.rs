@@ -49,6 +49,17 @@ enum Command {
         #[arg(long, conflicts_with_all = ["tenant", "url", "fixtures"])]
         dead_letters: bool,
     },
+    /// Walk groupchat/list and groupchat/get; publish what differs from the stored snapshots.
+    Resync {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this tenant (default: all).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only groups of this owner (repeatable; default: the tenant's `owners`/`owners_file`).
+        #[arg(long = "owner")]
+        owners: Vec<String>,
+    },
     /// A WeCom API simulator (gettoken, groupchat/get, groupchat/list) for demos and tests.
     Sim {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -143,6 +154,20 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 }
             }
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Resync { config, tenant, owners } => {
+            let config = load_config(&config)?;
+            telemetry::init_logging(&config.log);
+            if let Some(t) = &tenant {
+                if config.tenant(t).is_none() {
+                    return Err(Failure::Usage(format!("--tenant: {t:?} is not a configured [[wecom]] tenant")));
+                }
+            }
+            let tenants: Vec<String> = tenant.into_iter().collect();
+            for summary in groupwatch::app::resync_once(&config, &tenants, &owners).await? {
+                println!("{summary}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Sim { listen, state } => {
             telemetry::init_logging(&Default::default());

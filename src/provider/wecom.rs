@@ -104,6 +104,8 @@ pub struct ApiLimits {
 pub struct WecomClient {
     http: reqwest::Client,
     rate_limit_pause: Duration,
+    /// Every WeCom API call made by this client, gettoken included (for resync's summary).
+    calls: Arc<std::sync::atomic::AtomicU64>,
     tenants: Arc<HashMap<String, Arc<CorpApi>>>,
 }
 
@@ -272,7 +274,22 @@ impl WecomClient {
                 .clone();
             by_tenant.insert(t.tenant.clone(), api);
         }
-        Self { http, rate_limit_pause: limits.rate_limit_pause, tenants: Arc::new(by_tenant) }
+        Self {
+            http,
+            rate_limit_pause: limits.rate_limit_pause,
+            calls: Default::default(),
+            tenants: Arc::new(by_tenant),
+        }
+    }
+
+    fn count_call(&self, api: &'static str) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("groupwatch_wecom_api_calls_total", "api" => api).increment(1);
+    }
+
+    /// WeCom API calls made so far by this client.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn api(&self, tenant: &str) -> Result<&Arc<CorpApi>, FetchError> {
@@ -289,7 +306,7 @@ impl WecomClient {
                 return Ok(t.value.clone());
             }
         }
-        metrics::counter!("groupwatch_wecom_api_calls_total", "api" => "gettoken").increment(1);
+        self.count_call("gettoken");
         let resp = self
             .http
             .get(format!("{}/cgi-bin/gettoken", api.api_base))
@@ -330,7 +347,7 @@ impl WecomClient {
         loop {
             let token = self.token(api, stale.as_deref()).await?;
             api.rate.until_ready().await;
-            metrics::counter!("groupwatch_wecom_api_calls_total", "api" => api_name).increment(1);
+            self.count_call(api_name);
             let resp = self
                 .http
                 .post(format!("{}{path}", api.api_base))
@@ -375,14 +392,19 @@ impl WecomClient {
 
     /// Every chat visible to the tenant's app, optionally only those of `owners` (batched by
     /// 100, as WeCom requires), following cursors to the end.
-    pub async fn list_chats(&self, tenant: &str, owners: &[String]) -> Result<Vec<ListedChat>, FetchError> {
+    pub async fn list_chats(
+        &self,
+        tenant: &str,
+        owners: &[String],
+        page_size: u32,
+    ) -> Result<Vec<ListedChat>, FetchError> {
         let batches: Vec<Option<&[String]>> =
             if owners.is_empty() { vec![None] } else { owners.chunks(OWNER_BATCH).map(Some).collect() };
         let mut chats = Vec::new();
         for batch in batches {
             let mut cursor = String::new();
             loop {
-                let mut body = json!({ "status_filter": 0, "cursor": cursor, "limit": 1000 });
+                let mut body = json!({ "status_filter": 0, "cursor": cursor, "limit": page_size.clamp(1, 1000) });
                 if let Some(owners) = batch {
                     body["owner_filter"] = json!({ "userid_list": owners });
                 }
