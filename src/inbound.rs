@@ -80,6 +80,9 @@ impl Inbound {
         let body = serde_json::to_vec(&InboundBatch { events: vec![event] }).expect("serialisable");
         // The default exchange routes by queue name; `mandatory` turns a missing queue into an
         // error instead of a silent drop.
-        self.broker.publish("", &queue, &body, properties).await
+        let started = std::time::Instant::now();
+        let result = self.broker.publish("", &queue, &body, properties).await;
+        metrics::histogram!("groupwatch_handoff_seconds").record(started.elapsed());
+        result
     }
 }

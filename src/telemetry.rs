@@ -28,13 +28,75 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            PrometheusBuilder::new()
+            let handle = PrometheusBuilder::new()
                 .set_buckets(&[
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                 ])
                 .expect("static buckets")
                 .install_recorder()
-                .expect("no other metrics recorder is installed")
+                .expect("no other metrics recorder is installed");
+            describe_metrics();
+            handle
         })
         .clone()
+}
+
+/// Every metric groupwatch records, with its help text. Unlabelled counters start at 0 so that
+/// dashboards and alerts see them before the first event of their kind.
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    let counters: &[(&'static str, &'static str)] = &[
+        (
+            "groupwatch_callbacks_total",
+            "Callbacks received, by tenant and outcome (accepted, ignored, verified, bad_signature, ...).",
+        ),
+        ("groupwatch_callbacks_ignored_total", "Callbacks of other event types, answered 200 and not queued, by kind."),
+        (
+            "groupwatch_callbacks_deduplicated_total",
+            "Callbacks already processed within the dedupe window (WeCom retries).",
+        ),
+        (
+            "groupwatch_fetches_total",
+            "groupchat/get results, by outcome (consistent, stale, transient, rate_limited, permanent) and errcode.",
+        ),
+        ("groupwatch_fetches_skipped_total", "Callbacks whose member version was already stored: no fetch needed."),
+        ("groupwatch_consistency_retries_total", "Re-fetches because the detail was older than the callback."),
+        ("groupwatch_consistency_giveups_total", "Groups taken as they were after the retry schedule ran out."),
+        ("groupwatch_events_published_total", "Events published and confirmed, by type."),
+        ("groupwatch_events_unroutable_total", "Events confirmed with no queue bound for their routing key."),
+        ("groupwatch_dead_letters_total", "Inbound events moved to the dead-letter queue."),
+        ("groupwatch_broker_reconnects_total", "Times the broker connection was lost and re-established."),
+        ("groupwatch_wecom_api_calls_total", "WeCom API calls, by API."),
+        ("groupwatch_wecom_api_pauses_total", "Pauses of a corp's API calls after WeCom answered 45009."),
+        ("groupwatch_resync_groups_total", "Groups reconciled by resync."),
+    ];
+    for (name, help) in counters {
+        describe_counter!(*name, *help);
+    }
+    for name in [
+        "groupwatch_dead_letters_total",
+        "groupwatch_consistency_retries_total",
+        "groupwatch_consistency_giveups_total",
+        "groupwatch_fetches_skipped_total",
+        "groupwatch_events_unroutable_total",
+        "groupwatch_broker_reconnects_total",
+        "groupwatch_wecom_api_pauses_total",
+        "groupwatch_callbacks_deduplicated_total",
+        "groupwatch_resync_groups_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    describe_gauge!("groupwatch_broker_connected", "1 while the broker connection is up.");
+    metrics::gauge!("groupwatch_broker_connected").set(0.0);
+    let histograms: &[(&'static str, &'static str)] = &[
+        ("groupwatch_callback_seconds", "Time to answer a callback, by outcome."),
+        ("groupwatch_handoff_seconds", "Time for the broker to confirm a callback's durable hand-off."),
+        ("groupwatch_inbound_lag_seconds", "Time from accepting a callback to its worker picking it up."),
+        ("groupwatch_callback_to_publish_seconds", "Time from accepting a callback to publishing its events."),
+        ("groupwatch_publish_confirm_seconds", "Time for the broker to confirm a batch of events."),
+        ("groupwatch_store_seconds", "Snapshot store operation latency, by op."),
+    ];
+    for (name, help) in histograms {
+        describe_histogram!(*name, Unit::Seconds, *help);
+    }
 }

@@ -257,6 +257,11 @@ impl Generation {
                         Outcome::Done { .. } => {
                             let keys: Vec<&str> = pending.iter().map(|p| p.inbound.key.as_str()).collect();
                             self.worker.recent.remember(&keys);
+                            let now = crate::callback::now_ms();
+                            for p in &pending {
+                                let latency = (now - p.inbound.received_at_ms).max(0) as f64 / 1000.0;
+                                metrics::histogram!("groupwatch_callback_to_publish_seconds").record(latency);
+                            }
                             for p in pending.drain(..) {
                                 p.ack.done().await;
                             }
