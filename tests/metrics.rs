@@ -33,7 +33,7 @@ async fn metrics_expose_every_stage_after_a_short_scenario() {
             app.callback_url(TENANT),
             groupwatch::callback::now_ms() / 1000
         ))
-        .body("<xml/>")
+        .body("<xml><Encrypt>abcd</Encrypt></xml>")
         .send()
         .await
         .unwrap();
