@@ -18,7 +18,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::broker::Broker;
 use crate::callback::{self, CallbackState};
 use crate::config::Config;
-use crate::inbound::Inbound;
+use crate::inbound::{Batching, Inbound};
 use crate::pipeline::Halt;
 use crate::pipeline::{Pipeline, Settings};
 use crate::provider::wecom::{ApiLimits, WecomClient};
@@ -100,7 +100,14 @@ impl Application {
             .route("/wecom/{tenant}/callback", get(callback::verify_url).post(callback::receive_event))
             .with_state(CallbackState {
                 tenants: Arc::new(tenants),
-                inbound: Inbound::new(self.broker.clone()),
+                inbound: Inbound::new(
+                    self.broker.clone(),
+                    Batching {
+                        max_events: self.config.amqp.handoff_max_batch,
+                        in_flight: self.config.amqp.handoff_in_flight,
+                    },
+                ),
+                topology: self.broker.topology().clone(),
                 timestamp_window: Some(self.config.http.timestamp_window_secs).filter(|w| *w > 0),
             });
         let ops = Router::new()

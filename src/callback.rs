@@ -21,6 +21,7 @@ use crate::model::Provider;
 pub struct CallbackState {
     pub tenants: Arc<HashMap<String, WxCrypt>>,
     pub inbound: Inbound,
+    pub topology: crate::broker::Topology,
     /// Maximum distance between the signed `timestamp` and now; `None` disables the check.
     pub timestamp_window: Option<u64>,
 }
@@ -42,7 +43,7 @@ pub enum CallbackError {
     #[error("event: {0}")]
     Event(ParseError),
     #[error("event could not be handed off: {0}")]
-    Unavailable(#[from] crate::broker::BrokerError),
+    Unavailable(#[from] crate::inbound::HandOffError),
 }
 
 impl CallbackError {
@@ -216,9 +217,10 @@ async fn accept_event(
         }
         Callback::ChangeExternalChat(ev) => {
             let chat_id = ev.chat_id.clone();
+            let shard = state.topology.shard_for(&chat_id);
             let inbound = InboundEvent::new(Provider::Wecom, tenant, *ev, now_ms());
             let key = inbound.key.clone();
-            state.inbound.hand_off(inbound).await?;
+            state.inbound.hand_off(inbound, shard).await?;
             tracing::info!(tenant, chat_id, event_key = key, "callback accepted");
             Ok("accepted")
         }

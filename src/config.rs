@@ -172,6 +172,11 @@ pub struct AmqpConfig {
     /// Number of inbound queues (`{exchange}.inbound.N`); chats are spread over them by hash.
     /// Every instance on one broker must use the same value.
     pub inbound_shards: u16,
+    /// Most callbacks in one inbound message (group commit of the hand-off).
+    pub handoff_max_batch: usize,
+    /// Inbound messages per shard awaiting their confirm at once; callbacks arriving meanwhile
+    /// are batched into the next one.
+    pub handoff_in_flight: usize,
 }
 
 impl Default for AmqpConfig {
@@ -182,6 +187,8 @@ impl Default for AmqpConfig {
             declare_default_queues: true,
             confirm_timeout_ms: 3_000,
             inbound_shards: 4,
+            handoff_max_batch: 256,
+            handoff_in_flight: 4,
         }
     }
 }
@@ -399,6 +406,12 @@ impl Config {
         }
         if self.worker.api_timeout_ms == 0 {
             return Err(ConfigError::new("worker.api_timeout_ms", "must be positive"));
+        }
+        if !(1..=10_000).contains(&self.amqp.handoff_max_batch) {
+            return Err(ConfigError::new("amqp.handoff_max_batch", "must be between 1 and 10000"));
+        }
+        if !(1..=1_000).contains(&self.amqp.handoff_in_flight) {
+            return Err(ConfigError::new("amqp.handoff_in_flight", "must be between 1 and 1000"));
         }
         check_url("store.url", self.store.url.expose(), &["sqlite", "postgres", "postgresql"])?;
         if self.http.max_body_bytes < 1024 {

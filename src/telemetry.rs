@@ -96,6 +96,11 @@ fn describe_metrics() {
         ("groupwatch_publish_confirm_seconds", "Time for the broker to confirm a batch of events."),
         ("groupwatch_store_seconds", "Snapshot store operation latency, by op."),
     ];
+    describe_histogram!(
+        "groupwatch_handoff_batch_events",
+        Unit::Count,
+        "Callbacks per inbound message (group commit)."
+    );
     for (name, help) in histograms {
         describe_histogram!(*name, Unit::Seconds, *help);
     }
