@@ -324,3 +324,43 @@ async fn ten_thousand_malformed_requests_are_all_rejected_and_nothing_is_queued(
     cleanup(&conn, &app.topology).await;
     app.stop().await;
 }
+
+/// Concurrent callbacks share inbound messages (group commit), and every one of them is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callbacks_are_group_committed_and_none_is_lost() {
+    use futures_util::StreamExt;
+    let config = test_config(&unique_exchange(), "").replace("exchange = ", "handoff_in_flight = 1\nexchange = ");
+    let app = spawn_app(&config).await;
+    let conn = amqp().await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let http = reqwest::Client::new();
+    let now = groupwatch::callback::now_ms() / 1000;
+    let statuses: Vec<u16> = futures_util::stream::iter(0..300)
+        .map(|i| {
+            let xml = format!(
+                "<xml><ToUserName>{CORP_ID}</ToUserName><CreateTime>{}</CreateTime><MsgType>event</MsgType>\
+                 <Event>change_external_chat</Event><ChatId>wrBATCH{}</ChatId><ChangeType>update</ChangeType>\
+                 <UpdateDetail>add_member</UpdateDetail><MemChangeList><Item>wm{i}</Item></MemChangeList></xml>",
+                1700000000 + i,
+                i % 7
+            );
+            let signed = sign_event(&crypt, xml.as_bytes(), now);
+            let mut url = url::Url::parse(&app.callback_url(TENANT)).unwrap();
+            url.query_pairs_mut().extend_pairs(signed.query.iter().map(|(k, v)| (*k, v.as_str())));
+            let http = http.clone();
+            async move { http.post(url).body(signed.body).send().await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    let messages = inbound_len(&conn, &app.topology).await;
+    let events = drain_inbound(&conn, &app.topology).await;
+    assert_eq!(events.len(), 300, "every accepted callback is queued");
+    let keys: std::collections::HashSet<_> = events.iter().map(|(_, e)| e.key.clone()).collect();
+    assert_eq!(keys.len(), 300, "and queued once");
+    println!("300 callbacks in {messages} inbound messages");
+    assert!((messages as usize) < 300, "callbacks shared messages: {messages}");
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
