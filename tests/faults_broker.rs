@@ -139,7 +139,8 @@ async fn broker_cut_mid_stream_loses_and_invents_nothing() {
 
     let expected = expected_ids_create_then_joins(&joins);
     assert_eq!(expected.len(), 3 + JOINS as usize);
-    let events = collect_until(&tap, &expected, Duration::from_secs(30), Duration::from_secs(2)).await;
+    let mut events = Vec::new();
+    collect_until(&tap, &mut events, &expected, Duration::from_secs(30), Duration::from_secs(2)).await;
     let duplicates = assert_published_exactly(&events, &expected);
     println!(
         "broker cut: readyz 503 after {noticed:?}, cut for {cut_for:?} ({} reconnect attempts refused), \

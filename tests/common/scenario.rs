@@ -140,11 +140,16 @@ pub fn expected_ids_create_then_joins(joins: &[(String, i64)]) -> HashSet<String
     set
 }
 
-/// Collects events from the tap until every id in `wanted` has been seen (panics after
+/// Adds events from the tap to `events` until every id in `wanted` is among them (panics after
 /// `timeout`), then keeps collecting for `grace` to catch late extras.
-pub async fn collect_until(tap: &Tap, wanted: &HashSet<String>, timeout: Duration, grace: Duration) -> Vec<GroupEvent> {
+pub async fn collect_until(
+    tap: &Tap,
+    events: &mut Vec<GroupEvent>,
+    wanted: &HashSet<String>,
+    timeout: Duration,
+    grace: Duration,
+) {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut events = Vec::new();
     loop {
         let seen: HashSet<&String> = events.iter().map(|e: &GroupEvent| &e.id).collect();
         let missing = wanted.iter().filter(|id| !seen.contains(id)).count();
@@ -156,12 +161,11 @@ pub async fn collect_until(tap: &Tap, wanted: &HashSet<String>, timeout: Duratio
             "{missing} of {} expected events still missing after {timeout:?}; got {} events: {:#?}",
             wanted.len(),
             events.len(),
-            summarise(&events)
+            summarise(events)
         );
         events.extend(tap.collect(Duration::from_millis(300)).await);
     }
     events.extend(tap.collect(grace).await);
-    events
 }
 
 fn summarise(events: &[GroupEvent]) -> Vec<String> {
