@@ -5,6 +5,7 @@
 pub mod proxy;
 pub mod scenario;
 
+#[allow(unused_imports)]
 pub use scenario::*;
 
 use groupwatch::app::Application;
