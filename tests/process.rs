@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const FIRST_JOIN_TIME: i64 = 1700003000;
+/// Callbacks of the SIGTERM test whose body is only half sent when the signal arrives.
+const HALF_SENT: usize = 3;
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
@@ -190,6 +192,48 @@ async fn deliver(replayer: &Replayer, xml: &str, retries: &AtomicUsize) {
     }
 }
 
+/// A callback POST whose headers and first half of the body are sent, the rest held back: a
+/// request that is certainly in flight until [`HalfSent::finish`].
+struct HalfSent {
+    stream: tokio::net::TcpStream,
+    rest: Vec<u8>,
+}
+
+impl HalfSent {
+    async fn start(serve: &Serve, xml: &str) -> HalfSent {
+        use tokio::io::AsyncWriteExt;
+        let crypt = serve.config.tenant(TENANT).unwrap().crypt().unwrap();
+        let signed = groupwatch::replay::sign_event(&crypt, xml.as_bytes(), groupwatch::callback::now_ms() / 1000);
+        let query: Vec<String> = signed.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let body = signed.body.into_bytes();
+        let head = format!(
+            "POST /wecom/{TENANT}/callback?{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: text/xml\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            query.join("&"),
+            serve.port,
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", serve.port)).await.unwrap();
+        let (first, rest) = body.split_at(body.len() / 2);
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(first).await.unwrap();
+        stream.flush().await.unwrap();
+        HalfSent { stream, rest: rest.to_vec() }
+    }
+
+    /// Sends the rest of the body and returns the status line of the answer.
+    async fn finish(mut self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(&self.rest).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), self.stream.read_to_end(&mut answer))
+            .await
+            .expect("an answer within 10 s")
+            .expect("an answer, not a reset");
+        String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned()
+    }
+}
+
 fn join_xml(userid: &str, join_time: i64, version: &str) -> String {
     callback_xml(join_time + 1, "update", Some("add_member"), &[userid], Some(version))
 }
@@ -204,7 +248,7 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
     let none = AtomicUsize::new(0);
     deliver(&first.replayer(), &callback_xml(CHAT_CREATE_TIME, "create", None, &[], None), &none).await;
 
-    // 20 members join WeCom; their callbacks arrive all at once, and SIGTERM lands among them.
+    // 20 members join WeCom, then their callbacks arrive.
     let mut joins = Vec::new();
     let mut xmls = Vec::new();
     for i in 0..20 {
@@ -213,9 +257,15 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
         xmls.push(join_xml(&userid, join_time, &v));
         joins.push((userid, join_time));
     }
+    // The first HALF_SENT callbacks are certainly in flight at SIGTERM: their bodies are only
+    // half sent. The others are posted all at once, and SIGTERM lands among them.
+    let mut half_sent = Vec::new();
+    for xml in &xmls[..HALF_SENT] {
+        half_sent.push(HalfSent::start(&first, xml).await);
+    }
     let replayer = Arc::new(first.replayer());
     let answered = Arc::new(AtomicUsize::new(0));
-    let posts: Vec<_> = xmls
+    let posts: Vec<_> = xmls[HALF_SENT..]
         .iter()
         .cloned()
         .map(|xml| {
@@ -235,12 +285,20 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
     let mut first = first;
     first.signal("TERM");
     let in_flight = xmls.len() - answered.load(Ordering::SeqCst);
+    // The process keeps serving the requests it has, however slow (within the request timeout).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(first.child.try_wait().unwrap().is_none(), "exited with requests in flight:\n{}", first.log());
+    for half in half_sent {
+        let status = half.finish().await;
+        assert!(status.starts_with("HTTP/1.1 200"), "a callback in flight at SIGTERM answered {status:?}");
+    }
     let (status, exit_took) = first.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}; log:\n{}", first.log());
 
-    let mut accepted = Vec::new();
+    let mut accepted: Vec<usize> = (0..HALF_SENT).collect();
     let mut unanswered = Vec::new();
     for (i, post) in posts.into_iter().enumerate() {
+        let i = i + HALF_SENT;
         match post.await.unwrap() {
             Ok(200) => accepted.push(i),
             Ok(other) => panic!("a callback in flight at SIGTERM answered {other}: the drain must finish hand-offs"),
@@ -271,7 +329,7 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
     let duplicates = assert_published_exactly(&events, &all);
     let second_exit = second.terminate().await;
     println!(
-        "sigterm: {in_flight} of {} callbacks in flight at SIGTERM; exit 0 after {exit_took:?}; {} answered 200, \
+        "sigterm: {in_flight} of {} callbacks in flight at SIGTERM ({HALF_SENT} half sent); exit 0 {exit_took:?} after the last answer; {} answered 200, \
          {} unanswered (retried on the second process); {} events, {duplicates} duplicates; second exit after \
          {second_exit:?}; total {:?}",
         xmls.len(),
