@@ -7,73 +7,13 @@ mod common;
 use common::*;
 use groupwatch::model::{EventType, GroupEvent};
 use groupwatch::replay::Replayer;
-use groupwatch::sim::{self, SimClient, SimServer, SimState};
+use groupwatch::sim::{self, SimClient, SimServer};
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-const CHAT: &str = "wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn sim_state() -> SimState {
-    serde_json::from_value(json!({
-        "corps": [{
-            "corp_id": CORP_ID,
-            "secret": "test-secret",
-            "groups": [{
-                "chat_id": CHAT,
-                "name": "销售客服群",
-                "owner": "ZhuShengBen",
-                "create_time": 1572505490,
-                "notice": "文明沟通，拒绝脏话",
-                "member_list": [
-                    {"userid": "abel", "type": 1, "join_time": 1572505491, "join_scene": 1,
-                     "invitor": {"userid": "jack"}, "group_nickname": "客服小张", "name": "张三丰"},
-                    {"userid": "wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA", "type": 2, "unionid": "ozynqsulJFCZ2z1aYeS8h-nuasdAAA",
-                     "join_time": 1572505491, "join_scene": 1, "group_nickname": "顾客老王", "name": "王语嫣"}
-                ],
-                "admin_list": [{"userid": "sam"}],
-                "member_version": "71217227bbd112ecfe3a49c482195cb4"
-            }]
-        }]
-    }))
-    .unwrap()
-}
-
-/// A decrypted `change_external_chat` callback, shaped as WeCom sends it.
-fn callback_xml(time: i64, change_type: &str, detail: Option<&str>, members: &[&str], cur_ver: Option<&str>) -> String {
-    let mut xml = format!(
-        "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
-         <CreateTime>{time}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
-         <Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[{CHAT}]]></ChatId>\
-         <ChangeType><![CDATA[{change_type}]]></ChangeType>"
-    );
-    if let Some(d) = detail {
-        xml += &format!("<UpdateDetail><![CDATA[{d}]]></UpdateDetail>");
-        if d == "del_member" {
-            xml += "<QuitScene>1</QuitScene>";
-        } else if d == "add_member" {
-            xml += "<JoinScene>3</JoinScene>";
-        }
-    }
-    if !members.is_empty() {
-        xml += &format!("<MemChangeCnt>{}</MemChangeCnt><MemChangeList>", members.len());
-        for m in members {
-            xml += &format!("<Item><![CDATA[{m}]]></Item>");
-        }
-        xml += "</MemChangeList>";
-    }
-    if let Some(v) = cur_ver {
-        xml += &format!("<CurMemVer><![CDATA[{v}]]></CurMemVer>");
-    }
-    xml + "</xml>"
-}
-
-fn external(userid: &str, join_time: i64) -> serde_json::Value {
-    json!({"userid": userid, "type": 2, "join_time": join_time, "join_scene": 3,
-           "invitor": {"userid": "abel"}, "group_nickname": "", "name": format!("客户{userid}")})
-}
 
 struct Harness {
     app: Option<TestApp>,

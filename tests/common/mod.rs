@@ -2,6 +2,12 @@
 //! each test with its own exchange name (so its own queues), and cleans up after itself.
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod scenario;
+
+#[allow(unused_imports)]
+pub use scenario::*;
+
 use groupwatch::app::Application;
 use groupwatch::broker::Topology;
 use groupwatch::config::Config;
