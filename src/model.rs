@@ -90,6 +90,20 @@ impl Member {
 }
 
 impl GroupSnapshot {
+    /// A group known by id only (dismissed before groupwatch ever saw it).
+    pub fn empty(chat_id: &str) -> Self {
+        Self {
+            chat_id: chat_id.to_owned(),
+            name: String::new(),
+            owner: String::new(),
+            notice: String::new(),
+            create_time: 0,
+            admins: vec![],
+            member_version: None,
+            members: vec![],
+        }
+    }
+
     /// Sorts members by userid so that snapshots compare and diff deterministically.
     pub fn normalised(mut self) -> Self {
         self.members.sort_by(|a, b| a.userid.cmp(&b.userid));

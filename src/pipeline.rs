@@ -137,16 +137,9 @@ impl Pipeline {
         let saved = StoredGroup {
             snapshot: match observed_snapshot {
                 Some(s) => s,
-                None => previous.as_ref().map(|p| p.snapshot.clone()).unwrap_or_else(|| GroupSnapshot {
-                    chat_id: key.chat_id.clone(),
-                    name: String::new(),
-                    owner: String::new(),
-                    notice: String::new(),
-                    create_time: 0,
-                    admins: vec![],
-                    member_version: None,
-                    members: vec![],
-                }),
+                None => {
+                    previous.as_ref().map(|p| p.snapshot.clone()).unwrap_or_else(|| GroupSnapshot::empty(&key.chat_id))
+                }
             },
             dismissed: dismissed || previous.as_ref().is_some_and(|p| p.dismissed && !fetched),
             updated_at_ms: crate::callback::now_ms(),

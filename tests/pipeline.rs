@@ -33,10 +33,19 @@ impl Harness {
     }
 
     async fn start_with(store: TestStore, hooks: groupwatch::app::Hooks) -> Harness {
+        Self::start_custom(store, hooks, pipeline_config).await
+    }
+
+    /// `make_config(exchange, store, api_base)` writes the app's configuration.
+    async fn start_custom(
+        store: TestStore,
+        hooks: groupwatch::app::Hooks,
+        make_config: fn(&str, &TestStore, &str) -> String,
+    ) -> Harness {
         let sim = sim::spawn(sim_state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
         let simc = SimClient::new(sim.base_url());
         let exchange = unique_exchange();
-        let config = pipeline_config(&exchange, &store, &sim.base_url());
+        let config = make_config(&exchange, &store, &sim.base_url());
         let app = spawn_app_hooked(&config, hooks).await;
         let conn = amqp().await;
         let tap = Tap::new(&conn, &exchange).await;
@@ -48,10 +57,12 @@ impl Harness {
         self.app.as_ref().expect("app running")
     }
 
+    fn replayer(&self) -> Replayer {
+        Replayer::new(self.app().config.tenant(TENANT).unwrap(), &self.app().callback_url(TENANT)).unwrap()
+    }
+
     async fn callback(&self, xml: &str) {
-        let replayer =
-            Replayer::new(self.app().config.tenant(TENANT).unwrap(), &self.app().callback_url(TENANT)).unwrap();
-        assert_eq!(replayer.post(xml.as_bytes()).await.unwrap(), 200);
+        assert_eq!(self.replayer().post(xml.as_bytes()).await.unwrap(), 200);
     }
 
     /// Creates the group through a `create` callback and consumes its 3 events.
@@ -299,44 +310,6 @@ async fn restart_after_publish_before_ack_republishes_same_ids(store: TestStore)
     h.finish().await;
 }
 
-/// The ids of the joins that take the created group to one with `added` members too, computed
-/// independently of the service by the pure diff.
-fn expected_join_ids(added: &[(String, i64)]) -> HashSet<String> {
-    use groupwatch::diff::{diff, Observed};
-    use groupwatch::model::{GroupKey, GroupSnapshot, Member, Provider, StoredGroup};
-    let member = |userid: &str, join_time: i64| Member { join_time: Some(join_time), ..Member::unknown(userid) };
-    let before = GroupSnapshot {
-        chat_id: CHAT.into(),
-        name: String::new(),
-        owner: String::new(),
-        notice: String::new(),
-        create_time: 0,
-        admins: vec![],
-        member_version: None,
-        members: vec![member("abel", 1572505491), member("wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA", 1572505491)],
-    };
-    let mut after = before.clone();
-    after.members.extend(added.iter().map(|(u, t)| member(u, *t)));
-    let previous = StoredGroup { snapshot: before.normalised(), dismissed: false, updated_at_ms: 0 };
-    let key = GroupKey::new(Provider::Wecom, TENANT, CHAT);
-    diff(&key, Some(&previous), Observed::Group(&after.normalised()), &[]).into_iter().map(|e| e.id).collect()
-}
-
-/// Collects events until `n` distinct ids arrived (duplicates must be identical) or `timeout`.
-async fn distinct_events(tap: &Tap, n: usize, timeout: Duration) -> std::collections::HashMap<String, GroupEvent> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut seen: std::collections::HashMap<String, GroupEvent> = std::collections::HashMap::new();
-    while seen.len() < n && tokio::time::Instant::now() < deadline {
-        for e in tap.collect(Duration::from_millis(300)).await {
-            if let Some(earlier) = seen.get(&e.id) {
-                assert_eq!(earlier.member, e.member, "a duplicate must be the same event");
-            }
-            seen.insert(e.id.clone(), e);
-        }
-    }
-    seen
-}
-
 fn fault_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
     pipeline_config(exchange, store, api_base).replace(
         "retry_delays_ms = [200, 300, 500, 800, 1000]",
@@ -346,16 +319,9 @@ fn fault_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wecom_api_faults_mid_stream_lose_nothing_and_invent_nothing() {
-    let store = TestStore::sqlite().await;
-    let sim = sim::spawn(sim_state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let simc = SimClient::new(sim.base_url());
-    let exchange = unique_exchange();
-    let app = spawn_app(&fault_config(&exchange, &store, &sim.base_url())).await;
-    let conn = amqp().await;
-    let tap = Tap::new(&conn, &exchange).await;
-    let replayer = Replayer::new(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap();
-    assert_eq!(replayer.post(callback_xml(1572505490, "create", None, &[], None).as_bytes()).await.unwrap(), 200);
-    tap.expect(3, WAIT).await;
+    let h = Harness::start_custom(TestStore::sqlite().await, Default::default(), fault_config).await;
+    let mut events = h.created().await;
+    let (simc, replayer) = (&h.simc, h.replayer());
 
     let mut added = Vec::new();
     for i in 0..20i64 {
@@ -375,35 +341,19 @@ async fn wecom_api_faults_mid_stream_lose_nothing_and_invent_nothing() {
         added.push((userid, 1700002000 + i));
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let expected = expected_join_ids(&added);
-    let got = distinct_events(&tap, expected.len(), Duration::from_secs(40)).await;
-    let got_ids: HashSet<String> = got.keys().cloned().collect();
-    assert_eq!(got_ids, expected, "nothing lost, nothing invented");
-    // Let any late duplicate arrive, then check again: still nothing new.
-    let late = tap.collect(Duration::from_millis(800)).await;
-    assert!(late.iter().all(|e| expected.contains(&e.id)), "{late:#?}");
+    let expected = expected_ids_create_then_joins(&added);
+    collect_until(&h.tap, &mut events, &expected, Duration::from_secs(40), Duration::from_millis(800)).await;
+    assert_published_exactly(&events, &expected);
     assert!(simc.stats().await.unwrap().gettoken >= 2, "the expired token was refreshed");
-    assert_eq!(queue_len(&conn, &app.topology.dead_letter_queue()).await, 0, "no fault was permanent");
-    app.stop().await;
-    cleanup(&conn, &app_topology(&exchange)).await;
-}
-
-fn app_topology(exchange: &str) -> groupwatch::broker::Topology {
-    groupwatch::broker::Topology { exchange: exchange.into(), declare_default_queues: true, inbound_shards: 4 }
+    assert_eq!(queue_len(&h.conn, &h.topology.dead_letter_queue()).await, 0, "no fault was permanent");
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_event_goes_to_the_dead_letter_queue_and_is_replayed_after_the_fix() {
-    let store = TestStore::sqlite().await;
-    let sim = sim::spawn(sim_state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let simc = SimClient::new(sim.base_url());
-    let exchange = unique_exchange();
-    let app = spawn_app(&fault_config(&exchange, &store, &sim.base_url())).await;
-    let conn = amqp().await;
-    let tap = Tap::new(&conn, &exchange).await;
-    let replayer = Replayer::new(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap();
-    assert_eq!(replayer.post(callback_xml(1572505490, "create", None, &[], None).as_bytes()).await.unwrap(), 200);
-    tap.expect(3, WAIT).await;
+    let h = Harness::start_custom(TestStore::sqlite().await, Default::default(), fault_config).await;
+    h.created().await;
+    let (simc, replayer, conn, tap) = (&h.simc, h.replayer(), &h.conn, &h.tap);
 
     // The app lost its permission (48002): retrying cannot help.
     simc.fault(json!({"errcode": 48002, "count": 1000})).await.unwrap();
@@ -411,9 +361,9 @@ async fn poison_event_goes_to_the_dead_letter_queue_and_is_replayed_after_the_fi
     let xml = callback_xml(1700003001, "update", Some("add_member"), &["wmPOISON"], Some(&v));
     assert_eq!(replayer.post(xml.as_bytes()).await.unwrap(), 200);
 
-    let dead = app.topology.dead_letter_queue();
+    let dead = h.topology.dead_letter_queue();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while queue_len(&conn, &dead).await == 0 {
+    while queue_len(conn, &dead).await == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the poison event reached {dead}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -432,7 +382,7 @@ async fn poison_event_goes_to_the_dead_letter_queue_and_is_replayed_after_the_fi
     simc.clear_faults().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("groupwatch.toml");
-    std::fs::write(&config_path, fault_config(&exchange, &store, &sim.base_url())).unwrap();
+    std::fs::write(&config_path, &h.config).unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
         .args(["replay", "--dead-letters", "--config"])
         .arg(&config_path)
@@ -443,10 +393,9 @@ async fn poison_event_goes_to_the_dead_letter_queue_and_is_replayed_after_the_fi
     assert!(String::from_utf8_lossy(&out.stdout).contains("re-injected 1 events from 1 dead letters"));
 
     let ev = tap.expect(1, WAIT).await;
-    let expected = expected_join_ids(&[("wmPOISON".into(), 1700003000)]);
-    assert_eq!(ev.iter().map(|e| e.id.clone()).collect::<HashSet<_>>(), expected);
-    assert_eq!(ev[0].occurred_at, Some(1700003001), "the replayed callback keeps its time");
-    assert_eq!(queue_len(&conn, &dead).await, 0);
-    app.stop().await;
-    cleanup(&conn, &app_topology(&exchange)).await;
+    assert_eq!(kinds(&ev), [(EventType::MemberJoin, Some("wmPOISON"), Some(1700003001))], "it keeps its time");
+    let all = expected_ids_create_then_joins(&[("wmPOISON".into(), 1700003000)]);
+    assert!(all.contains(&ev[0].id));
+    assert_eq!(queue_len(conn, &dead).await, 0);
+    h.finish().await;
 }
