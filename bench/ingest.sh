@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Ingest benchmark: `serve` (ingest only, durable hand-off with publisher confirms) pinned to CPU 0,
+# wrk pinned to CPU 1 POSTing distinct, signed, encrypted callbacks. Reports the median of RUNS
+# runs: req/s, p50, p99, RSS idle and peak, non-2xx answers, callbacks per inbound message.
+#
+#   bench/ingest.sh                      # RUNS=3 DURATION=10 CONNS=64 N=150000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+N=${N:-150000}
+PORT=18080
+EX=gwbench
+
+bash scripts/services.sh
+command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
+cargo build --release --locked --bin groupwatch --example gen_callbacks >&2
+BIN=target/release/groupwatch
+REQS=$(mktemp /tmp/gw-callbacks.XXXXXX)
+trap 'rm -f "$REQS"; [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true' EXIT
+
+purge() {
+  for q in "$EX.inbound.0" "$EX.inbound.1" "$EX.inbound.2" "$EX.inbound.3"; do
+    rabbitmqctl -q purge_queue "$q" >/dev/null 2>&1 || true
+  done
+}
+rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+to_ms() { # wrk prints 812.00us, 1.23ms or 1.01s
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
+
+results=()
+for run in $(seq "$RUNS"); do
+  purge
+  taskset -c 0 "$BIN" serve --config bench/groupwatch-bench.toml 2>/tmp/gw-bench-serve.log &
+  PID=$!
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+  sleep 1
+  idle=$(rss_kb "$PID" VmRSS)
+  # Signed now, so every timestamp is inside the replay window during the run.
+  target/release/examples/gen_callbacks "$REQS" "$N" 2>/dev/null
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s bench/wrk_callbacks.lua \
+    "http://127.0.0.1:$PORT" -- "$REQS" > /tmp/gw-bench-wrk.txt
+  peak=$(rss_kb "$PID" VmHWM)
+  batches=$(curl -fs "http://127.0.0.1:$PORT/metrics" | awk '/^groupwatch_handoff_batch_events_(sum|count)/ { v[$1] = $2 } END { for (k in v) if (k ~ /count/) c = v[k]; else s = v[k]; if (c > 0) printf "%.1f", s / c; else print "?" }')
+  kill -TERM "$PID"; wait "$PID" || true; PID=
+  rps=$(awk '/^Requests\/sec/ { print $2 }' /tmp/gw-bench-wrk.txt)
+  p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' /tmp/gw-bench-wrk.txt)")
+  p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' /tmp/gw-bench-wrk.txt)")
+  non2xx=$(awk '/Non-2xx/ { print $NF }' /tmp/gw-bench-wrk.txt); non2xx=${non2xx:-0}
+  echo "run $run: ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  RSS idle $((idle / 1024)) MB peak $((peak / 1024)) MB  non-2xx ${non2xx}  callbacks/message ${batches}"
+  results+=("$rps $p50 $p99 $idle $peak")
+done
+purge
+printf '%s\n' "${results[@]}" | sort -n -k1 | awk -v runs="$RUNS" '
+  { r[NR] = $0 }
+  END { split(r[int((runs + 1) / 2)], m, " ");
+        printf "median of %d runs: %.0f req/s, p50 %s ms, p99 %s ms, RSS idle %d MB, peak %d MB\n", runs, m[1], m[2], m[3], m[4] / 1024, m[5] / 1024 }'

@@ -1,0 +1,54 @@
+//! The broker's own ceiling: a bare lapin publish loop of persistent, confirmed 1 KiB messages to
+//! a durable queue, one at a time and with many in flight. groupwatch's ingest cannot beat these
+//! per-message figures without batching, which is why the hand-off is group-committed.
+//!
+//! `cargo run --release --example broker_ceiling -- [AMQP_URL] [MESSAGES]`
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+#[tokio::main]
+async fn main() -> Result<(), lapin::Error> {
+    let args: Vec<String> = std::env::args().collect();
+    let url = args.get(1).cloned().unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let messages: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let props = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    let conn = Connection::connect(&url, props).await?;
+    let channel = conn.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let queue = "gwbench.ceiling";
+    channel
+        .queue_declare(queue, QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await?;
+    let payload = vec![b'x'; 1024];
+    let persistent = BasicProperties::default().with_delivery_mode(2);
+
+    for in_flight in [1usize, 16, 256, 1024] {
+        let count = if in_flight == 1 { messages / 4 } else { messages };
+        let started = Instant::now();
+        let mut pending = VecDeque::with_capacity(in_flight);
+        for _ in 0..count {
+            if pending.len() == in_flight {
+                let confirm: lapin::publisher_confirm::PublisherConfirm = pending.pop_front().unwrap();
+                confirm.await?;
+            }
+            let confirm = channel
+                .basic_publish("", queue, BasicPublishOptions::default(), &payload, persistent.clone())
+                .await?;
+            pending.push_back(confirm);
+        }
+        for confirm in pending {
+            confirm.await?;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!("{in_flight:>5} in flight: {count} persistent confirmed 1 KiB messages in {secs:.2} s = {:.0} msg/s", count as f64 / secs);
+    }
+    channel.queue_delete(queue, QueueDeleteOptions::default()).await?;
+    conn.close(200, "done").await?;
+    Ok(())
+}
