@@ -178,6 +178,7 @@ fn valid_of(t: EventType) -> Value {
 #[test]
 fn malformed_events_are_invalid() {
     type Breakage = (&'static str, Box<dyn Fn(&mut Value)>);
+    type TypedBreakage = (&'static str, EventType, Box<dyn Fn(&mut Value)>);
     let join_cases: Vec<Breakage> = vec![
         (
             "missing id",
@@ -217,7 +218,7 @@ fn malformed_events_are_invalid() {
         assert!(!schema_support::event_errors(&body).is_empty(), "{what} should be invalid:\n{body:#}");
     }
 
-    let other_cases: Vec<(&str, EventType, Box<dyn Fn(&mut Value)>)> = vec![
+    let other_cases: Vec<TypedBreakage> = vec![
         ("member.leave with null member", EventType::MemberLeave, Box::new(|v| v["member"] = Value::Null)),
         ("group.update with null changes", EventType::GroupUpdate, Box::new(|v| v["changes"] = Value::Null)),
         ("group.update with an unknown change", EventType::GroupUpdate, Box::new(|v| v["changes"] = json!(["avatar"]))),
