@@ -25,8 +25,7 @@ fn typical() -> String {
 
 /// A callback naming 120 members (a mass join).
 fn large() -> String {
-    let items: String =
-        (0..120).map(|i| format!("<Item><![CDATA[wmOgQhDgAAuXFJGwbve4g4iX{i:08}]]></Item>")).collect();
+    let items: String = (0..120).map(|i| format!("<Item><![CDATA[wmOgQhDgAAuXFJGwbve4g4iX{i:08}]]></Item>")).collect();
     typical()
         .replace("<MemChangeCnt>1</MemChangeCnt>", "<MemChangeCnt>120</MemChangeCnt>")
         .replace("<Item><![CDATA[wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA]]></Item>", &items)

@@ -47,8 +47,10 @@ async fn main() -> anyhow::Result<()> {
     let chats: Vec<String> = (0..41).map(|i| format!("wrBENCH{i:03}")).collect();
     let groups: Vec<_> = chats
         .iter()
-        .map(|c| json!({"chat_id": c, "name": "bench", "owner": "abel", "create_time": 1600000000,
-            "member_list": [{"userid": "abel", "type": 1, "join_time": 1600000000, "join_scene": 1}]}))
+        .map(|c| {
+            json!({"chat_id": c, "name": "bench", "owner": "abel", "create_time": 1600000000,
+            "member_list": [{"userid": "abel", "type": 1, "join_time": 1600000000, "join_scene": 1}]})
+        })
         .collect();
     let state: SimState =
         serde_json::from_value(json!({"corps": [{"corp_id": CORP, "secret": "bench", "groups": groups}]}))?;
@@ -81,7 +83,12 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     ch.queue_bind(tap.name().as_str(), &exchange, "#", QueueBindOptions::default(), FieldTable::default()).await?;
     let mut consumer = ch
-        .basic_consume(tap.name().as_str(), "", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            tap.name().as_str(),
+            "",
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await?;
     let run = Run { sent: Default::default(), latencies: Default::default() };
     let (sent, latencies) = (run.sent.clone(), run.latencies.clone());
@@ -104,7 +111,13 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     for i in 0..500i64 {
         let userid = format!("wmBURST{i:04}");
-        let v = simc.add_member(CORP, &chats[40], json!({"userid": userid, "type": 2, "join_time": 1700000000 + i, "join_scene": 3})).await?;
+        let v = simc
+            .add_member(
+                CORP,
+                &chats[40],
+                json!({"userid": userid, "type": 2, "join_time": 1700000000 + i, "join_scene": 3}),
+            )
+            .await?;
         let replayer = replayer.clone();
         let xml = callback(&chats[40], &userid, 1700000000 + i, &v);
         run.sent.lock().unwrap().insert(userid, Instant::now());
@@ -121,7 +134,13 @@ async fn main() -> anyhow::Result<()> {
     for j in 0..25i64 {
         for chat in &chats[..40] {
             let userid = format!("wm{chat}{j:03}");
-            let v = simc.add_member(CORP, chat, json!({"userid": userid, "type": 2, "join_time": 1700001000 + j, "join_scene": 3})).await?;
+            let v = simc
+                .add_member(
+                    CORP,
+                    chat,
+                    json!({"userid": userid, "type": 2, "join_time": 1700001000 + j, "join_scene": 3}),
+                )
+                .await?;
             let replayer = replayer.clone();
             let xml = callback(chat, &userid, 1700001000 + j, &v);
             run.sent.lock().unwrap().insert(userid, Instant::now());
@@ -132,7 +151,11 @@ async fn main() -> anyhow::Result<()> {
 
     stop.cancel();
     let _ = running.await;
-    for q in topology.inbound_queues().chain([topology.dead_letter_queue(), topology.default_queue("member.join"), topology.default_queue("member.leave")]) {
+    for q in topology.inbound_queues().chain([
+        topology.dead_letter_queue(),
+        topology.default_queue("member.join"),
+        topology.default_queue("member.leave"),
+    ]) {
         let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
     }
     let _ = ch.exchange_delete(&exchange, Default::default()).await;

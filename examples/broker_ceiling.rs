@@ -37,16 +37,18 @@ async fn main() -> Result<(), lapin::Error> {
                 let confirm: lapin::publisher_confirm::PublisherConfirm = pending.pop_front().unwrap();
                 confirm.await?;
             }
-            let confirm = channel
-                .basic_publish("", queue, BasicPublishOptions::default(), &payload, persistent.clone())
-                .await?;
+            let confirm =
+                channel.basic_publish("", queue, BasicPublishOptions::default(), &payload, persistent.clone()).await?;
             pending.push_back(confirm);
         }
         for confirm in pending {
             confirm.await?;
         }
         let secs = started.elapsed().as_secs_f64();
-        println!("{in_flight:>5} in flight: {count} persistent confirmed 1 KiB messages in {secs:.2} s = {:.0} msg/s", count as f64 / secs);
+        println!(
+            "{in_flight:>5} in flight: {count} persistent confirmed 1 KiB messages in {secs:.2} s = {:.0} msg/s",
+            count as f64 / secs
+        );
     }
     channel.queue_delete(queue, QueueDeleteOptions::default()).await?;
     conn.close(200, "done").await?;

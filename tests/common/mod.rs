@@ -8,6 +8,9 @@ pub mod scenario;
 #[allow(unused_imports)]
 pub use scenario::*;
 
+#[path = "../schema_support/mod.rs"]
+pub mod schema_support;
+
 use groupwatch::app::Application;
 use groupwatch::broker::Topology;
 use groupwatch::config::Config;
@@ -278,7 +281,10 @@ pub async fn get_events(
                 let props = &msg.delivery.properties;
                 assert_eq!(props.delivery_mode(), &Some(2), "persistent");
                 assert_eq!(props.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
-                let event: groupwatch::model::GroupEvent = serde_json::from_slice(&msg.delivery.data).unwrap();
+                // Every event any test sees must validate against the published JSON Schema.
+                let body: serde_json::Value = serde_json::from_slice(&msg.delivery.data).unwrap();
+                schema_support::assert_valid_event(&body);
+                let event: groupwatch::model::GroupEvent = serde_json::from_value(body).unwrap();
                 assert_eq!(props.message_id().as_ref().map(|s| s.as_str()), Some(event.id.as_str()), "id = message_id");
                 assert_eq!(msg.delivery.routing_key.as_str(), event.routing_key());
                 out.push(event);
