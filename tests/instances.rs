@@ -247,7 +247,11 @@ fn assert_create_first(events: &[GroupEvent], chats: &[String]) {
     for chat in chats {
         let of_chat: Vec<&GroupEvent> = events.iter().filter(|e| &e.chat_id == chat).collect();
         let first = of_chat.first().unwrap_or_else(|| panic!("no events for {chat}"));
-        assert_eq!(first.event_type, EventType::GroupCreate, "the first event of {chat} is its group.create: {first:#?}");
+        assert_eq!(
+            first.event_type,
+            EventType::GroupCreate,
+            "the first event of {chat} is its group.create: {first:#?}"
+        );
     }
 }
 
@@ -351,11 +355,8 @@ async fn burst_with_kills(kill_at: &[usize]) {
     // After the last kill, each chat was processed by at most one survivor.
     let mut after = HashMap::new();
     for chat in &chats {
-        let processed: Vec<usize> = alive
-            .iter()
-            .copied()
-            .filter(|i| cluster.instances[*i].reconciled(chat) > at_last_kill[*i][chat])
-            .collect();
+        let processed: Vec<usize> =
+            alive.iter().copied().filter(|i| cluster.instances[*i].reconciled(chat) > at_last_kill[*i][chat]).collect();
         assert!(processed.len() <= 1, "{chat} processed by several survivors after the last kill: {processed:?}");
         after.insert(chat.clone(), processed);
     }
