@@ -16,7 +16,26 @@ pub const CHAT_CREATE_TIME: i64 = 1572505490;
 pub const INITIAL_MEMBERS: [(&str, i64); 2] = [("abel", 1572505491), ("wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA", 1572505491)];
 
 pub fn sim_state() -> SimState {
-    serde_json::from_value(json!({
+    sim_state_with_chats(&[CHAT])
+}
+
+/// [`sim_state`] with one identical group (initial members and all) per chat id.
+pub fn sim_state_with_chats(chats: &[&str]) -> SimState {
+    let mut state = sim_state_json();
+    let template = state["corps"][0]["groups"][0].clone();
+    state["corps"][0]["groups"] = chats
+        .iter()
+        .map(|chat| {
+            let mut group = template.clone();
+            group["chat_id"] = json!(chat);
+            group
+        })
+        .collect();
+    serde_json::from_value(state).unwrap()
+}
+
+fn sim_state_json() -> serde_json::Value {
+    json!({
         "corps": [{
             "corp_id": CORP_ID,
             "secret": "test-secret",
@@ -36,8 +55,7 @@ pub fn sim_state() -> SimState {
                 "member_version": "71217227bbd112ecfe3a49c482195cb4"
             }]
         }]
-    }))
-    .unwrap()
+    })
 }
 
 /// A decrypted `change_external_chat` callback, shaped as WeCom sends it.
@@ -48,10 +66,22 @@ pub fn callback_xml(
     members: &[&str],
     cur_ver: Option<&str>,
 ) -> String {
+    callback_xml_for(CHAT, time, change_type, detail, members, cur_ver)
+}
+
+/// [`callback_xml`] for any chat.
+pub fn callback_xml_for(
+    chat: &str,
+    time: i64,
+    change_type: &str,
+    detail: Option<&str>,
+    members: &[&str],
+    cur_ver: Option<&str>,
+) -> String {
     let mut xml = format!(
         "<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
          <CreateTime>{time}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
-         <Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[{CHAT}]]></ChatId>\
+         <Event><![CDATA[change_external_chat]]></Event><ChatId><![CDATA[{chat}]]></ChatId>\
          <ChangeType><![CDATA[{change_type}]]></ChangeType>"
     );
     if let Some(d) = detail {
@@ -85,9 +115,9 @@ fn model_member(userid: &str, join_time: i64) -> Member {
     Member { join_time: Some(join_time), ..Member::unknown(userid) }
 }
 
-fn model_snapshot(members: &[(String, i64)]) -> GroupSnapshot {
+fn model_snapshot(chat: &str, members: &[(String, i64)]) -> GroupSnapshot {
     GroupSnapshot {
-        chat_id: CHAT.into(),
+        chat_id: chat.into(),
         name: "销售客服群".into(),
         owner: "ZhuShengBen".into(),
         notice: "文明沟通，拒绝脏话".into(),
@@ -112,9 +142,14 @@ fn report(kind: ReportKind, at: i64, members: &[&str]) -> ChangeReport {
 /// The ids of the events for "the group is created, then `joins` (userid, join_time) join one
 /// by one", computed with the pure [`diff::diff`] on snapshots built here, not by the service.
 pub fn expected_ids_create_then_joins(joins: &[(String, i64)]) -> HashSet<String> {
-    let key = GroupKey::new(Provider::Wecom, TENANT, CHAT);
+    expected_ids_create_then_joins_in(CHAT, joins)
+}
+
+/// [`expected_ids_create_then_joins`] for a chat of [`sim_state_with_chats`].
+pub fn expected_ids_create_then_joins_in(chat: &str, joins: &[(String, i64)]) -> HashSet<String> {
+    let key = GroupKey::new(Provider::Wecom, TENANT, chat);
     let mut members: Vec<(String, i64)> = INITIAL_MEMBERS.iter().map(|(u, t)| (u.to_string(), *t)).collect();
-    let mut current = model_snapshot(&members);
+    let mut current = model_snapshot(chat, &members);
     let mut ids: Vec<String> =
         diff::diff(&key, None, Observed::Group(&current), &[report(ReportKind::Create, CHAT_CREATE_TIME, &[])])
             .into_iter()
@@ -123,7 +158,7 @@ pub fn expected_ids_create_then_joins(joins: &[(String, i64)]) -> HashSet<String
     assert_eq!(ids.len(), 1 + INITIAL_MEMBERS.len(), "group.create and a join per initial member");
     for (userid, join_time) in joins {
         members.push((userid.clone(), *join_time));
-        let next = model_snapshot(&members);
+        let next = model_snapshot(chat, &members);
         let previous = StoredGroup { snapshot: current, dismissed: false, updated_at_ms: 0 };
         let events = diff::diff(
             &key,
