@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
+# Extra GROUPWATCH__… overrides for the server can be passed in the environment.
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 N=${N:-150000}
