@@ -65,6 +65,58 @@ fn target_version(reports: &[ChangeReport]) -> Option<&str> {
         .and_then(|(_, r)| r.member_version.as_deref())
 }
 
+/// True when the snapshot already shows every membership change the reports name, with the
+/// latest report about a member deciding whether it should be in or out. WeCom's member
+/// versions are opaque hashes, so during a burst a fetch that is *newer* than the newest
+/// callback never equals its `CurMemVer`; this recognises it as consistent instead of waiting
+/// out the retry schedule. Reports that name no members cannot be checked this way.
+fn reflects_every_named_change(snapshot: &GroupSnapshot, reports: &[ChangeReport]) -> bool {
+    let mut expected: std::collections::HashMap<&str, (i64, usize, bool)> = std::collections::HashMap::new();
+    for (arrival, r) in reports.iter().enumerate() {
+        let present = match r.kind {
+            ReportKind::MembersJoined => true,
+            ReportKind::MembersLeft => false,
+            _ => continue,
+        };
+        if r.members.is_empty() {
+            return false;
+        }
+        for userid in &r.members {
+            let entry = expected.entry(userid).or_insert((r.occurred_at, arrival, present));
+            if (r.occurred_at, arrival) >= (entry.0, entry.1) {
+                *entry = (r.occurred_at, arrival, present);
+            }
+        }
+    }
+    !expected.is_empty() && expected.iter().all(|(userid, (_, _, present))| snapshot.member(userid).is_some() == *present)
+}
+
+/// The previous snapshot with exactly the changes the reports name applied (member details,
+/// name, owner and notice from the fetch), stamped with the reports' newest member version.
+fn apply_named_changes(
+    previous: &GroupSnapshot,
+    fetched: &GroupSnapshot,
+    reports: &[ChangeReport],
+    target: Option<&str>,
+) -> GroupSnapshot {
+    let mut members: std::collections::BTreeMap<&str, crate::model::Member> =
+        previous.members.iter().map(|m| (m.userid.as_str(), m.clone())).collect();
+    for r in reports {
+        for userid in &r.members {
+            match fetched.member(userid) {
+                Some(now) => members.insert(userid, now.clone()),
+                None => members.remove(userid.as_str()),
+            };
+        }
+    }
+    GroupSnapshot {
+        member_version: target.map(str::to_owned),
+        members: members.into_values().collect(),
+        ..fetched.clone()
+    }
+    .normalised()
+}
+
 impl Pipeline {
     fn delay(&self, attempt: usize) -> Option<Duration> {
         self.settings.retry_delays.get(attempt).copied()
@@ -100,9 +152,17 @@ impl Pipeline {
                 Ok(s) => s,
                 Err(e) => return self.fetch_failed(key, e, attempt),
             };
-            let consistent = target.is_none_or(|t| snapshot.member_version.as_deref() == Some(t));
-            if consistent {
+            let exact = target.is_none_or(|t| snapshot.member_version.as_deref() == Some(t));
+            let previous_group = previous.as_ref().filter(|p| !p.dismissed);
+            if exact {
                 metrics::counter!("groupwatch_fetches_total", "outcome" => "consistent").increment(1);
+                observed_snapshot = Some(snapshot);
+            } else if let (Some(prev), true) = (previous_group, reflects_every_named_change(&snapshot, reports)) {
+                // Newer than the newest callback (a burst in progress): apply only what the
+                // callbacks name, as of their version. Changes whose callbacks are still on the
+                // way stay for the next fetch, so they keep their own callback's time.
+                metrics::counter!("groupwatch_fetches_total", "outcome" => "newer").increment(1);
+                observed_snapshot = Some(apply_named_changes(&prev.snapshot, &snapshot, reports, target));
             } else if let Some(delay) = self.delay(attempt) {
                 metrics::counter!("groupwatch_fetches_total", "outcome" => "stale").increment(1);
                 metrics::counter!("groupwatch_consistency_retries_total").increment(1);
@@ -115,8 +175,8 @@ impl Pipeline {
                 metrics::counter!("groupwatch_consistency_giveups_total").increment(1);
                 tracing::warn!(tenant = %key.tenant, chat_id = %key.chat_id, attempts = attempt + 1,
                     "group never matched the callback's member version; taking the latest fetch");
+                observed_snapshot = Some(snapshot);
             }
-            observed_snapshot = Some(snapshot);
         }
 
         let observed = match &observed_snapshot {
@@ -204,6 +264,44 @@ mod tests {
             quit_scene: None,
             member_version: ver.map(str::to_owned),
         }
+    }
+
+    fn snapshot(members: &[&str], version: &str) -> GroupSnapshot {
+        GroupSnapshot {
+            member_version: Some(version.into()),
+            members: members.iter().map(|u| crate::model::Member::unknown(u)).collect(),
+            ..GroupSnapshot::empty("c")
+        }
+        .normalised()
+    }
+
+    fn named(kind: ReportKind, at: i64, members: &[&str]) -> ChangeReport {
+        ChangeReport { members: members.iter().map(|s| s.to_string()).collect(), kind, ..r(at, Some("x")) }
+    }
+
+    #[test]
+    fn a_newer_fetch_that_shows_every_named_change_is_consistent() {
+        let joined = [named(ReportKind::MembersJoined, 1, &["a", "b"])];
+        assert!(reflects_every_named_change(&snapshot(&["a", "b", "z"], "newer"), &joined));
+        assert!(!reflects_every_named_change(&snapshot(&["a"], "older"), &joined), "b not there yet");
+        // Joined then left: the latest report decides.
+        let both = [named(ReportKind::MembersJoined, 1, &["a"]), named(ReportKind::MembersLeft, 2, &["a"])];
+        assert!(reflects_every_named_change(&snapshot(&[], "v"), &both));
+        assert!(!reflects_every_named_change(&snapshot(&["a"], "v"), &both));
+        // A report without a member list cannot be checked: only the version can tell.
+        assert!(!reflects_every_named_change(&snapshot(&["a"], "v"), &[named(ReportKind::MembersJoined, 1, &[])]));
+        assert!(!reflects_every_named_change(&snapshot(&["a"], "v"), &[named(ReportKind::NameChanged, 1, &[])]));
+    }
+
+    #[test]
+    fn only_named_changes_are_applied_from_a_newer_fetch() {
+        let previous = snapshot(&["a", "gone"], "v1");
+        let fetched = snapshot(&["a", "b", "later"], "v9");
+        let reports = [named(ReportKind::MembersJoined, 1, &["b"]), named(ReportKind::MembersLeft, 2, &["gone"])];
+        let applied = apply_named_changes(&previous, &fetched, &reports, Some("v3"));
+        let ids: Vec<_> = applied.members.iter().map(|m| m.userid.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "`later` waits for its own callback");
+        assert_eq!(applied.member_version.as_deref(), Some("v3"));
     }
 
     #[test]

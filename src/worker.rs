@@ -251,6 +251,10 @@ impl Generation {
                     None => return,
                 },
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    // Whatever arrived while this actor was busy joins this attempt.
+                    while let Ok(p) = rx.try_recv() {
+                        pending.push(p);
+                    }
                     let reports: Vec<ChangeReport> = pending.iter().map(|p| p.report.clone()).collect();
                     let outcome = pipeline.process(&key, &reports, attempt).await;
                     match outcome {
