@@ -65,6 +65,9 @@ for t in "${selected[@]}"; do
     -max_total_time="$seconds" -jobs=1 -workers=1 -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1
   rc=$?
   set -e
+  # With -jobs, libFuzzer's worker writes fuzz-0.log in the working directory (its content is
+  # also copied into $log); keep it out of the work tree.
+  [[ -f fuzz-0.log ]] && mv -f fuzz-0.log "$artifacts/worker.log"
   after=$(find "$artifacts" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
   execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)
   rate=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)

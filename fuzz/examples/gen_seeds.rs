@@ -38,7 +38,9 @@ fn main() {
         );
         write(&seeds.join("envelope"), &format!("{name}.xml"), cdata.as_bytes());
         if i == 0 {
-            let plain = format!("<xml>\n  <AgentID>1</AgentID>\n  <Encrypt>{enc}</Encrypt>\n  <ToUserName>ww1</ToUserName>\n</xml>");
+            let plain = format!(
+                "<xml>\n  <AgentID>1</AgentID>\n  <Encrypt>{enc}</Encrypt>\n  <ToUserName>ww1</ToUserName>\n</xml>"
+            );
             write(&seeds.join("envelope"), "plain_text.xml", plain.as_bytes());
         }
 
