@@ -88,7 +88,8 @@ fn reflects_every_named_change(snapshot: &GroupSnapshot, reports: &[ChangeReport
             }
         }
     }
-    !expected.is_empty() && expected.iter().all(|(userid, (_, _, present))| snapshot.member(userid).is_some() == *present)
+    !expected.is_empty()
+        && expected.iter().all(|(userid, (_, _, present))| snapshot.member(userid).is_some() == *present)
 }
 
 /// The previous snapshot with exactly the changes the reports name applied (member details,
