@@ -43,6 +43,11 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let amqp = args.get(1).cloned().unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let latency_ms: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30);
+    // RUST_LOG=groupwatch=debug shows each fetch and reconciliation.
+    groupwatch::telemetry::init_logging(&groupwatch::config::LogConfig {
+        format: groupwatch::config::LogFormat::Text,
+        level: "error".into(),
+    });
 
     let chats: Vec<String> = (0..41).map(|i| format!("wrBENCH{i:03}")).collect();
     let groups: Vec<_> = chats
@@ -106,6 +111,16 @@ async fn main() -> anyhow::Result<()> {
     let replayer = Arc::new(Replayer::new(&tenant, &url)?);
     println!("simulated WeCom API latency: {latency_ms} ms");
 
+    // The chats exist already (a burst hits a known group): one create callback each, then wait.
+    for chat in &chats {
+        let create = format!(
+            "<xml><ToUserName>{CORP}</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType>\
+             <Event>change_external_chat</Event><ChatId>{chat}</ChatId><ChangeType>create</ChangeType></xml>"
+        );
+        replayer.post(create.as_bytes()).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
     // 1. A burst of 500 joins to one chat within 2 s.
     simc.reset_stats().await?;
     let started = Instant::now();
@@ -120,8 +135,11 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         let replayer = replayer.clone();
         let xml = callback(&chats[40], &userid, 1700000000 + i, &v);
-        run.sent.lock().unwrap().insert(userid, Instant::now());
-        tokio::spawn(async move { replayer.post(xml.as_bytes()).await });
+        let sent = run.sent.clone();
+        tokio::spawn(async move {
+            sent.lock().unwrap().insert(userid, Instant::now());
+            replayer.post(xml.as_bytes()).await
+        });
         tokio::time::sleep_until((started + Duration::from_millis(4 * i as u64)).into()).await;
     }
     report("burst: 500 joins to one chat in 2 s", &run, &simc, 500, started).await?;
@@ -143,8 +161,11 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             let replayer = replayer.clone();
             let xml = callback(chat, &userid, 1700001000 + j, &v);
-            run.sent.lock().unwrap().insert(userid, Instant::now());
-            tasks.push(tokio::spawn(async move { replayer.post(xml.as_bytes()).await }));
+            let sent = run.sent.clone();
+            tasks.push(tokio::spawn(async move {
+                sent.lock().unwrap().insert(userid, Instant::now());
+                replayer.post(xml.as_bytes()).await
+            }));
         }
     }
     report("spread: 40 chats x 25 joins", &run, &simc, 1000, started).await?;
