@@ -10,149 +10,19 @@
 
 mod common;
 
+use common::serve::{free_port, serve_config, Serve};
 use common::*;
 use groupwatch::broker::Topology;
-use groupwatch::config::Config;
 use groupwatch::model::{EventType, GroupEvent};
 use groupwatch::replay::Replayer;
 use groupwatch::sim::{self, SimClient, SimServer};
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const INSTANCES: usize = 3;
 const FIRST_JOIN_TIME: i64 = 1700005000;
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-fn serve_config(exchange: &str, store_url: &str, api_base: &str, port: u16) -> String {
-    test_config_with_store(exchange, store_url, "\n[log]\nformat = \"text\"\nlevel = \"info\"\n")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
-        .replace(
-            "[worker]\nenabled = false",
-            "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]",
-        )
-        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
-}
-
-/// One `groupwatch serve` child process; killed when dropped.
-struct Serve {
-    name: String,
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    config: Config,
-}
-
-impl Serve {
-    async fn start(dir: &Path, name: &str, config_toml: &str, port: u16) -> Serve {
-        let config = Config::from_toml(config_toml, std::iter::empty()).expect("valid config");
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config_toml).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_groupwatch"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("groupwatch starts");
-        let mut serve = Serve { name: name.to_owned(), child, port, log, config };
-        serve.wait_ready(Duration::from_secs(20)).await;
-        serve
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn replayer(&self) -> Replayer {
-        Replayer::new(self.config.tenant(TENANT).unwrap(), &self.url(&format!("/wecom/{TENANT}/callback"))).unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// How many times this instance reconciled `chat` (one line per processed batch).
-    fn reconciled(&self, chat: &str) -> usize {
-        self.log().lines().filter(|l| l.contains("group reconciled") && l.contains(chat)).count()
-    }
-
-    /// `groupwatch_fetches_total`, all outcomes: the groupchat/get calls this instance made.
-    async fn fetches(&self) -> u64 {
-        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter(|l| l.starts_with("groupwatch_fetches_total{") || l.starts_with("groupwatch_fetches_total "))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    }
-
-    async fn wait_ready(&mut self, timeout: Duration) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("{} exited ({status}) before it was ready:\n{}", self.name, self.log());
-            }
-            if matches!(reqwest::get(self.url("/readyz")).await.map(|r| r.status().as_u16()), Ok(200)) {
-                return;
-            }
-            assert!(started.elapsed() < timeout, "{} not ready after {timeout:?}:\n{}", self.name, self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill -s {signal} failed");
-    }
-
-    async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(started.elapsed() < timeout, "{} still running after {timeout:?}:\n{}", self.name, self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn kill(&mut self) {
-        self.signal("KILL");
-        let status = self.wait_exit(Duration::from_secs(5)).await;
-        assert_eq!(status.code(), None, "{} killed by a signal: {status}", self.name);
-    }
-
-    /// SIGTERM, then asserts exit code 0 within 20 s.
-    async fn terminate(&mut self) {
-        self.signal("TERM");
-        let status = self.wait_exit(Duration::from_secs(20)).await;
-        assert_eq!(status.code(), Some(0), "{} exit status after SIGTERM: {status}; log:\n{}", self.name, self.log());
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- log of {} (port {}) ---\n{}", self.name, self.port, self.log());
-        }
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// The simulator, a fresh PostgreSQL database, one exchange, a tap on it and N instances.
 struct Cluster {
@@ -181,8 +51,8 @@ impl Cluster {
         // on every shard and is the active consumer; the others wait in line.
         for i in 0..INSTANCES {
             let port = free_port();
-            let config = serve_config(&exchange, &store.url(), &sim.base_url(), port);
-            instances.push(Serve::start(dir.path(), &format!("instance{i}"), &config, port).await);
+            let config = serve_config(&exchange, &store.url(), &sim.base_url(), port, &common::amqp_url());
+            instances.push(Serve::start_ready(dir.path(), &format!("instance{i}"), &config, port).await);
         }
         let topology = Topology::from_config(&instances[0].config.amqp);
         let tap = Tap::new(&conn, &exchange).await;

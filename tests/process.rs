@@ -7,13 +7,11 @@
 
 mod common;
 
+use common::serve::{free_port, serve_config, Serve};
 use common::*;
-use groupwatch::config::Config;
 use groupwatch::replay::Replayer;
 use groupwatch::sim::{self, SimClient, SimServer};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,126 +19,6 @@ use std::time::{Duration, Instant};
 const FIRST_JOIN_TIME: i64 = 1700003000;
 /// Callbacks of the SIGTERM test whose body is only half sent when the signal arrives.
 const HALF_SENT: usize = 3;
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-fn serve_config(exchange: &str, store_url: &str, api_base: &str, port: u16, amqp_url: &str) -> String {
-    test_config_with_store(exchange, store_url, "\n[log]\nformat = \"text\"\nlevel = \"info\"\n")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
-        .replace(
-            "[worker]\nenabled = false",
-            "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]",
-        )
-        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
-        .replace(&format!("url = \"{}\"", common::amqp_url()), &format!("url = \"{amqp_url}\""))
-}
-
-/// One `groupwatch serve` child process; killed if the test panics.
-struct Serve {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    config: Config,
-}
-
-impl Serve {
-    fn start(dir: &Path, name: &str, config_toml: &str, port: u16) -> Serve {
-        let config = Config::from_toml(config_toml, std::iter::empty()).expect("valid config");
-        let path = dir.join(format!("{name}.toml"));
-        std::fs::write(&path, config_toml).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_groupwatch"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("groupwatch starts");
-        Serve { child, port, log, config }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn replayer(&self) -> Replayer {
-        Replayer::new(self.config.tenant(TENANT).unwrap(), &self.url(&format!("/wecom/{TENANT}/callback"))).unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Polls `path` until it answers `want`; panics (with the process log) after `timeout` or if
-    /// the process exits.
-    async fn wait_status(&mut self, path: &str, want: u16, timeout: Duration) -> Duration {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("groupwatch exited ({status}) while waiting for {path}:\n{}", self.log());
-            }
-            let got = reqwest::get(self.url(path)).await.map(|r| r.status().as_u16());
-            if matches!(got, Ok(s) if s == want) {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "{path} answers {got:?}, not {want}, after {timeout:?}; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success(), "kill -s {signal} failed");
-    }
-
-    /// Waits for the process to exit; panics after `timeout`.
-    async fn wait_exit(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, started.elapsed());
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "groupwatch still running {timeout:?} after the signal:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGTERM, then asserts a clean exit (code 0) within 15 s.
-    async fn terminate(mut self) -> Duration {
-        self.signal("TERM");
-        let (status, took) = self.wait_exit(Duration::from_secs(15)).await;
-        assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}; log:\n{}", self.log());
-        took
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- log of groupwatch serve on port {} ---\n{}", self.port, self.log());
-        }
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// What the process tests share: the simulator, a SQLite store, an exchange and a tap on it.
 struct World {
@@ -287,7 +165,7 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
     let in_flight = xmls.len() - answered.load(Ordering::SeqCst);
     // The process keeps serving the requests it has, however slow (within the request timeout).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(first.child.try_wait().unwrap().is_none(), "exited with requests in flight:\n{}", first.log());
+    assert!(first.is_running(), "exited with requests in flight:\n{}", first.log());
     for half in half_sent {
         let status = half.finish().await;
         assert!(status.starts_with("HTTP/1.1 200"), "a callback in flight at SIGTERM answered {status:?}");
@@ -308,7 +186,7 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
 
     // Every callback answered 200 before the exit is published, by the first process or, from
     // the inbound queue, by a second one on the same store and exchange.
-    let second = world.serve("second", free_port()).await;
+    let mut second = world.serve("second", free_port()).await;
     let all = expected_ids_create_then_joins(&joins);
     let must: HashSet<String> = expected_ids_create_then_joins(
         &joins.iter().enumerate().filter(|(i, _)| accepted.contains(i)).map(|(_, j)| j.clone()).collect::<Vec<_>>(),
@@ -383,7 +261,7 @@ async fn sigkill_mid_burst_then_restart_loses_and_invents_nothing() {
     drop(first);
     // Down for a moment: the stream's callbacks get no answer and are retried.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let second = world.serve("second", port).await;
+    let mut second = world.serve("second", port).await;
 
     tokio::time::timeout(Duration::from_secs(45), stream).await.expect("the burst finishes").unwrap();
     let expected = expected_ids_create_then_joins(&joins);

@@ -4,6 +4,7 @@
 
 pub mod proxy;
 pub mod scenario;
+pub mod serve;
 
 #[allow(unused_imports)]
 pub use scenario::*;
