@@ -1,5 +1,6 @@
-//! Wiring: builds the broker, the HTTP router and (later) the workers from one [`Config`], and
-//! runs them until a shutdown future resolves (the mini-redis pattern: tests pass their own).
+//! Wiring: builds the store, the broker, the HTTP router, the workers and (optionally) the
+//! periodic resync from one [`Config`], and runs them until a shutdown future resolves (the
+//! mini-redis pattern: tests pass their own).
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -19,8 +20,7 @@ use crate::broker::Broker;
 use crate::callback::{self, CallbackState};
 use crate::config::Config;
 use crate::inbound::{Batching, Inbound};
-use crate::pipeline::Halt;
-use crate::pipeline::{Pipeline, Settings};
+use crate::pipeline::{Halt, Pipeline, Settings};
 use crate::provider::wecom::{ApiLimits, WecomClient};
 use crate::publish::Publisher;
 use crate::resync;
