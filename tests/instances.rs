@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::serve::{free_port, serve_config, Serve};
+use common::serve::{deliver, free_port, serve_config, Serve};
 use common::*;
 use groupwatch::broker::Topology;
 use groupwatch::model::{EventType, GroupEvent};
@@ -73,26 +73,6 @@ impl Cluster {
         cleanup(&self.conn, &self.topology).await;
         self.store.drop_database().await;
         drop(self.sim);
-    }
-}
-
-/// POSTs a callback to instance `first`; on 503 or no answer (the instance is down) retries on
-/// the next one, as WeCom retries and a load balancer routes elsewhere. Gives up after 30 s.
-async fn deliver(replayers: &[Replayer], first: usize, xml: &str, retries: &AtomicUsize) -> usize {
-    let started = Instant::now();
-    let mut attempt = 0;
-    loop {
-        let target = (first + attempt) % replayers.len();
-        match replayers[target].post(xml.as_bytes()).await {
-            Ok(s) if s == 200 => return target,
-            Ok(s) if s == 503 => {}
-            Ok(s) => panic!("callback answered {s}, expected 200 or 503"),
-            Err(_) => {} // refused or reset: the instance is dead
-        }
-        retries.fetch_add(1, Ordering::SeqCst);
-        attempt += 1;
-        assert!(started.elapsed() < Duration::from_secs(30), "callback not accepted within 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -7,9 +7,8 @@
 
 mod common;
 
-use common::serve::{free_port, serve_config, Serve};
+use common::serve::{deliver, free_port, serve_config, Serve};
 use common::*;
-use groupwatch::replay::Replayer;
 use groupwatch::sim::{self, SimClient, SimServer};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,23 +49,6 @@ impl World {
     async fn finish(self, topology: &groupwatch::broker::Topology) {
         cleanup(&self.conn, topology).await;
         drop(self.sim);
-    }
-}
-
-/// POSTs a callback as WeCom would: retried on 503 or no answer (the process may be down), for
-/// at most 30 s.
-async fn deliver(replayer: &Replayer, xml: &str, retries: &AtomicUsize) {
-    let started = Instant::now();
-    loop {
-        match replayer.post(xml.as_bytes()).await {
-            Ok(s) if s == 200 => return,
-            Ok(s) if s == 503 => {}
-            Ok(s) => panic!("callback answered {s}, expected 200 or 503"),
-            Err(_) => {} // connection refused or reset: WeCom retries as well
-        }
-        retries.fetch_add(1, Ordering::SeqCst);
-        assert!(started.elapsed() < Duration::from_secs(30), "callback not accepted within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -124,7 +106,13 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
     let topology = groupwatch::broker::Topology::from_config(&first.config.amqp);
     let tap = Tap::new(&world.conn, &world.exchange).await;
     let none = AtomicUsize::new(0);
-    deliver(&first.replayer(), &callback_xml(CHAT_CREATE_TIME, "create", None, &[], None), &none).await;
+    deliver(
+        std::slice::from_ref(&first.replayer()),
+        0,
+        &callback_xml(CHAT_CREATE_TIME, "create", None, &[], None),
+        &none,
+    )
+    .await;
 
     // 20 members join WeCom, then their callbacks arrive.
     let mut joins = Vec::new();
@@ -201,7 +189,7 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
     let retries = AtomicUsize::new(0);
     let replayer = second.replayer();
     for i in &unanswered {
-        deliver(&replayer, &xmls[*i], &retries).await;
+        deliver(std::slice::from_ref(&replayer), 0, &xmls[*i], &retries).await;
     }
     collect_until(&tap, &mut events, &all, Duration::from_secs(30), Duration::from_secs(1)).await;
     let duplicates = assert_published_exactly(&events, &all);
@@ -232,7 +220,8 @@ async fn sigkill_mid_burst_then_restart_loses_and_invents_nothing() {
     let tap = Tap::new(&world.conn, &world.exchange).await;
     let replayer = Arc::new(first.replayer());
     let none = AtomicUsize::new(0);
-    deliver(&replayer, &callback_xml(CHAT_CREATE_TIME, "create", None, &[], None), &none).await;
+    deliver(std::slice::from_ref(&replayer), 0, &callback_xml(CHAT_CREATE_TIME, "create", None, &[], None), &none)
+        .await;
 
     let joins: Vec<(String, i64)> = (0..BURST).map(|i| (format!("wmKILL{i:02}"), FIRST_JOIN_TIME + i)).collect();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -243,7 +232,7 @@ async fn sigkill_mid_burst_then_restart_loses_and_invents_nothing() {
         tokio::spawn(async move {
             for (userid, join_time) in joins {
                 let v = simc.add_member(CORP_ID, CHAT, external(&userid, join_time)).await.unwrap();
-                deliver(&replayer, &join_xml(&userid, join_time, &v), &retries).await;
+                deliver(std::slice::from_ref(&replayer), 0, &join_xml(&userid, join_time, &v), &retries).await;
                 accepted.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -5,6 +5,7 @@ use groupwatch::config::Config;
 use groupwatch::replay::Replayer;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago (a config with port 0 would not tell us which one it got).
@@ -23,6 +24,26 @@ pub fn serve_config(exchange: &str, store_url: &str, api_base: &str, port: u16, 
         )
         .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
         .replace(&format!("url = \"{}\"", super::amqp_url()), &format!("url = \"{amqp_url}\""))
+}
+
+/// POSTs a callback to instance `first`; on 503 or no answer (the instance is down) retries on
+/// the next one, as WeCom retries and a load balancer routes elsewhere. Gives up after 30 s.
+pub async fn deliver(replayers: &[Replayer], first: usize, xml: &str, retries: &AtomicUsize) -> usize {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        let target = (first + attempt) % replayers.len();
+        match replayers[target].post(xml.as_bytes()).await {
+            Ok(s) if s == 200 => return target,
+            Ok(s) if s == 503 => {}
+            Ok(s) => panic!("callback answered {s}, expected 200 or 503"),
+            Err(_) => {} // refused or reset: the instance is dead
+        }
+        retries.fetch_add(1, Ordering::SeqCst);
+        attempt += 1;
+        assert!(started.elapsed() < Duration::from_secs(30), "callback not accepted within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// One `groupwatch serve` child process; killed when dropped (its log printed if panicking).
