@@ -37,6 +37,19 @@ pub struct ChangeReport {
     pub member_version: Option<String>,
 }
 
+impl ChangeReport {
+    /// A report of `kind` at `occurred_at` naming `members`, without quit scene or version.
+    pub fn new(kind: ReportKind, occurred_at: i64, members: &[&str]) -> Self {
+        Self {
+            occurred_at,
+            kind,
+            members: members.iter().map(|m| m.to_string()).collect(),
+            quit_scene: None,
+            member_version: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportKind {
@@ -303,13 +316,7 @@ mod tests {
     }
 
     fn report(kind: ReportKind, at: i64, members: &[&str]) -> ChangeReport {
-        ChangeReport {
-            occurred_at: at,
-            kind,
-            members: members.iter().map(|s| s.to_string()).collect(),
-            quit_scene: None,
-            member_version: None,
-        }
+        ChangeReport::new(kind, at, members)
     }
 
     fn summary(events: &[GroupEvent]) -> Vec<(EventType, Option<String>, Option<i64>)> {

@@ -44,13 +44,7 @@ fn stored(s: GroupSnapshot) -> StoredGroup {
 }
 
 fn report(kind: ReportKind, at: i64, members: &[&str]) -> ChangeReport {
-    ChangeReport {
-        occurred_at: at,
-        kind,
-        members: members.iter().map(|s| s.to_string()).collect(),
-        quit_scene: None,
-        member_version: None,
-    }
+    ChangeReport::new(kind, at, members)
 }
 
 /// Events from every path through `diff`, labelled by the scenario that produced them.

@@ -130,13 +130,7 @@ fn model_snapshot(chat: &str, members: &[(String, i64)]) -> GroupSnapshot {
 }
 
 fn report(kind: ReportKind, at: i64, members: &[&str]) -> ChangeReport {
-    ChangeReport {
-        occurred_at: at,
-        kind,
-        members: members.iter().map(|m| m.to_string()).collect(),
-        quit_scene: None,
-        member_version: None,
-    }
+    ChangeReport::new(kind, at, members)
 }
 
 /// The ids of the events for "the group is created, then `joins` (userid, join_time) join one
