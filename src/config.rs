@@ -172,10 +172,11 @@ pub struct AmqpConfig {
     /// Number of inbound queues (`{exchange}.inbound.N`); chats are spread over them by hash.
     /// Every instance on one broker must use the same value.
     pub inbound_shards: u16,
-    /// Most callbacks in one inbound message (group commit of the hand-off).
+    /// Most callbacks in one hand-off flush (group commit); a flush is one inbound message per
+    /// shard it touches, confirmed together.
     pub handoff_max_batch: usize,
-    /// Inbound messages per shard awaiting their confirm at once; callbacks arriving meanwhile
-    /// are batched into the next one.
+    /// Flushes awaiting their confirms at once; callbacks arriving meanwhile join the next one.
+    /// 1 is fastest on RabbitMQ, which confirms one large message sooner than several small ones.
     pub handoff_in_flight: usize,
 }
 
@@ -187,8 +188,8 @@ impl Default for AmqpConfig {
             declare_default_queues: true,
             confirm_timeout_ms: 3_000,
             inbound_shards: 4,
-            handoff_max_batch: 256,
-            handoff_in_flight: 4,
+            handoff_max_batch: 512,
+            handoff_in_flight: 1,
         }
     }
 }

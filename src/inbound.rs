@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, Outgoing};
 use crate::event::ChangeExternalChat;
 use crate::model::Provider;
 
@@ -62,12 +62,13 @@ impl InboundEvent {
 }
 
 /// Publishes inbound events to their shard's queue, group-committed: callbacks that arrive while
-/// a shard's earlier batches await their confirm travel together in one message, confirmed
-/// once. Each callback's answer still waits for the confirm that covers it. At low load a batch
-/// is a single event and nothing waits for a linger timer.
+/// earlier flushes await their confirms travel together. A flush holds one message per shard
+/// that has events, published back to back and confirmed together, so a burst costs one broker
+/// round trip whatever the number of shards. Each callback's answer still waits for the confirm
+/// that covers it. At low load a flush is a single event and nothing waits for a linger timer.
 #[derive(Clone)]
 pub struct Inbound {
-    shards: Arc<[mpsc::Sender<Job>]>,
+    jobs: mpsc::Sender<Job>,
 }
 
 /// A failed hand-off, shared by every callback of the batch.
@@ -77,84 +78,138 @@ pub struct HandOffError(Arc<BrokerError>);
 
 struct Job {
     event: InboundEvent,
+    shard: u16,
     done: oneshot::Sender<Result<(), HandOffError>>,
 }
 
 /// Group-commit settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
-    /// Most events in one inbound message.
+    /// Most callbacks in one flush (and so in one inbound message).
     pub max_events: usize,
-    /// Batches of one shard awaiting their confirm at once; more arrivals wait and join the next.
+    /// Flushes awaiting their confirms at once; more arrivals wait and join the next. One is
+    /// best on a single broker: RabbitMQ confirms a lone large message sooner than several
+    /// small ones in a row, because a classic queue syncs to disk when its mailbox runs empty.
     pub in_flight: usize,
 }
 
 impl Default for Batching {
     fn default() -> Self {
-        Self { max_events: 256, in_flight: 4 }
+        Self { max_events: 512, in_flight: 1 }
     }
 }
 
 impl Inbound {
-    /// Starts one batcher per shard. They end when the last `Inbound` clone is dropped.
+    /// Starts the batcher. It ends when the last `Inbound` clone is dropped.
     pub fn new(broker: Broker, batching: Batching) -> Self {
-        let topology = broker.topology().clone();
-        let shards: Vec<_> = (0..topology.inbound_shards)
-            .map(|shard| {
-                let (tx, rx) = mpsc::channel(8 * batching.max_events);
-                tokio::spawn(batcher(broker.clone(), topology.inbound_queue(shard), rx, batching));
-                tx
-            })
-            .collect();
-        Self { shards: shards.into() }
+        let (tx, rx) = mpsc::channel(8 * batching.max_events);
+        tokio::spawn(batcher(broker, rx, batching));
+        Self { jobs: tx }
     }
 
-    /// Returns once the broker has confirmed the event is stored in its inbound queue.
+    /// Returns once the broker has confirmed the event is stored in its shard's inbound queue.
     pub async fn hand_off(&self, event: InboundEvent, shard: u16) -> Result<(), HandOffError> {
         let (done, result) = oneshot::channel();
         let unavailable = || HandOffError(Arc::new(BrokerError::Unavailable));
-        self.shards[shard as usize].send(Job { event, done }).await.map_err(|_| unavailable())?;
+        self.jobs.send(Job { event, shard, done }).await.map_err(|_| unavailable())?;
         result.await.unwrap_or_else(|_| Err(unavailable()))
     }
 }
 
-async fn batcher(broker: Broker, queue: String, mut jobs: mpsc::Receiver<Job>, batching: Batching) {
-    let queue: Arc<str> = queue.into();
+async fn batcher(broker: Broker, mut jobs: mpsc::Receiver<Job>, batching: Batching) {
     let slots = Arc::new(Semaphore::new(batching.in_flight));
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        // Wait for a free slot; whatever arrives meanwhile joins this batch.
+    let mut arrived = Vec::with_capacity(batching.max_events);
+    while jobs.recv_many(&mut arrived, batching.max_events).await > 0 {
+        // Wait for a free slot; whatever arrives meanwhile joins this flush.
         let slot = slots.clone().acquire_owned().await.expect("semaphore is never closed");
-        while batch.len() < batching.max_events {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        gather(&mut jobs, &mut arrived, batching.max_events).await;
+        let batch = std::mem::replace(&mut arrived, Vec::with_capacity(batching.max_events));
         let broker = broker.clone();
-        let queue = queue.clone();
         tokio::spawn(async move {
-            let (events, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.event, j.done)).unzip();
-            metrics::histogram!("groupwatch_handoff_batch_events").record(events.len() as f64);
-            let started = std::time::Instant::now();
-            let result = publish_batch(&broker, &queue, events).await.map_err(|e| HandOffError(Arc::new(e)));
-            metrics::histogram!("groupwatch_handoff_seconds").record(started.elapsed());
+            flush(&broker, batch).await;
             drop(slot);
-            for waiter in waiters {
-                // The caller may have gone (client disconnected); the event is queued all the same.
-                let _ = waiter.send(result.clone());
-            }
         });
     }
 }
 
-async fn publish_batch(broker: &Broker, queue: &str, events: Vec<InboundEvent>) -> Result<(), BrokerError> {
-    let mut properties = BasicProperties::default().with_content_type("application/json".into());
-    if let [only] = events.as_slice() {
-        properties = properties.with_message_id(only.key.as_str().into());
+/// Takes whatever has arrived, then lets the runtime run the requests that are ready (they are
+/// about to hand off too) and takes theirs, until a pass brings nothing new. Under load a flush
+/// thus carries a whole wave of requests instead of its first few; at low load it costs one
+/// yield, not a linger timer.
+async fn gather(jobs: &mut mpsc::Receiver<Job>, arrived: &mut Vec<Job>, max: usize) {
+    let drain = |jobs: &mut mpsc::Receiver<Job>, arrived: &mut Vec<Job>| {
+        while arrived.len() < max {
+            match jobs.try_recv() {
+                Ok(job) => arrived.push(job),
+                Err(_) => break,
+            }
+        }
+    };
+    drain(jobs, arrived);
+    while arrived.len() < max {
+        let before = arrived.len();
+        tokio::task::yield_now().await;
+        drain(jobs, arrived);
+        if arrived.len() == before {
+            return;
+        }
     }
-    let body = serde_json::to_vec(&InboundBatch { events }).expect("serialisable");
+}
+
+/// Publishes one message per shard present in `batch` and answers every waiter with the outcome
+/// of the message that carried its event.
+async fn flush(broker: &Broker, batch: Vec<Job>) {
+    metrics::histogram!("groupwatch_handoff_batch_events").record(batch.len() as f64);
+    let started = std::time::Instant::now();
+    let topology = broker.topology();
+    let mut by_shard: Vec<(u16, Vec<InboundEvent>, Vec<oneshot::Sender<_>>)> = Vec::new();
+    for Job { event, shard, done } in batch {
+        match by_shard.iter_mut().find(|(s, _, _)| *s == shard) {
+            Some((_, events, waiters)) => {
+                events.push(event);
+                waiters.push(done);
+            }
+            None => by_shard.push((shard, vec![event], vec![done])),
+        }
+    }
+    let queues: Vec<String> = by_shard.iter().map(|(shard, _, _)| topology.inbound_queue(*shard)).collect();
+    let bodies: Vec<(Vec<u8>, BasicProperties)> = by_shard
+        .iter_mut()
+        .map(|(_, events, _)| {
+            let mut properties = BasicProperties::default().with_content_type("application/json".into());
+            if let [only] = events.as_slice() {
+                properties = properties.with_message_id(only.key.as_str().into());
+            }
+            let batch = InboundBatch { events: std::mem::take(events) };
+            (serde_json::to_vec(&batch).expect("serialisable"), properties)
+        })
+        .collect();
     // The default exchange routes by queue name; `mandatory` turns a missing queue into an
     // error instead of a silent drop.
-    broker.publish("", queue, &body, properties).await
+    let outgoing: Vec<Outgoing<'_>> = queues
+        .iter()
+        .zip(&bodies)
+        .map(|(queue, (body, properties))| Outgoing {
+            exchange: "",
+            routing_key: queue,
+            payload: body,
+            properties: properties.clone(),
+        })
+        .collect();
+    let outcome = broker.publish_batch(&outgoing).await;
+    metrics::histogram!("groupwatch_handoff_seconds").record(started.elapsed());
+    let failed = outcome.map_err(|e| HandOffError(Arc::new(e)));
+    for ((_, _, waiters), queue) in by_shard.into_iter().zip(&queues) {
+        let result = match &failed {
+            Err(e) => Err(e.clone()),
+            Ok(o) if o.unroutable.iter().any(|rk| rk == queue) => {
+                Err(HandOffError(Arc::new(BrokerError::Unroutable(queue.clone()))))
+            }
+            Ok(_) => Ok(()),
+        };
+        for waiter in waiters {
+            // The caller may have gone (client disconnected); the event is queued all the same.
+            let _ = waiter.send(result.clone());
+        }
+    }
 }

@@ -325,11 +325,12 @@ async fn ten_thousand_malformed_requests_are_all_rejected_and_nothing_is_queued(
     app.stop().await;
 }
 
-/// Concurrent callbacks share inbound messages (group commit), and every one of them is queued.
+/// Concurrent callbacks share inbound messages (group commit), and every one of them is queued
+/// in its chat's shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callbacks_are_group_committed_and_none_is_lost() {
     use futures_util::StreamExt;
-    let config = test_config(&unique_exchange(), "").replace("exchange = ", "handoff_in_flight = 1\nexchange = ");
+    let config = test_config(&unique_exchange(), "");
     let app = spawn_app(&config).await;
     let conn = amqp().await;
     let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
@@ -359,6 +360,12 @@ async fn concurrent_callbacks_are_group_committed_and_none_is_lost() {
     assert_eq!(events.len(), 300, "every accepted callback is queued");
     let keys: std::collections::HashSet<_> = events.iter().map(|(_, e)| e.key.clone()).collect();
     assert_eq!(keys.len(), 300, "and queued once");
+    // One flush carries several shards; each event must still sit in its own chat's shard.
+    for (queue, event) in &events {
+        assert_eq!(queue, &app.topology.inbound_queue(app.topology.shard_for(&event.event.chat_id)));
+    }
+    let shards: std::collections::HashSet<_> = events.iter().map(|(q, _)| q.clone()).collect();
+    assert!(shards.len() > 1, "seven chats spread over more than one shard");
     println!("300 callbacks in {messages} inbound messages");
     assert!((messages as usize) < 300, "callbacks shared messages: {messages}");
     cleanup(&conn, &app.topology).await;
