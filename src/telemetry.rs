@@ -1,6 +1,6 @@
 //! Logging (tracing) and the Prometheus recorder, set up once per process.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
@@ -32,6 +32,12 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets(&[
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                 ])
+                .expect("static buckets")
+                // A count, not a duration: the default buckets would put every batch in one bucket.
+                .set_buckets_for_metric(
+                    Matcher::Full("groupwatch_handoff_batch_events".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+                )
                 .expect("static buckets")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
