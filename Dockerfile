@@ -2,6 +2,7 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml build.rs ./
+COPY .cargo ./.cargo
 COPY migrations ./migrations
 COPY src ./src
 COPY benches ./benches

@@ -7,6 +7,10 @@ use groupwatch::event::{parse_callback, parse_envelope};
 use groupwatch::replay::{sign_event, SignedCallback};
 use std::hint::black_box;
 
+// The allocator `serve` runs with (see src/main.rs), so the figure is the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CORP: &str = "ww1234567890abcdef";
 
 /// A typical add_member callback (one member), compact as WeCom sends it: ~900-byte body.

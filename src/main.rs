@@ -208,3 +208,7 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested");
 }
+
+// glibc's malloc spent about a tenth of the ingest path's CPU in its free lists.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
