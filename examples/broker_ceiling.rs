@@ -2,7 +2,7 @@
 //! a durable queue, one at a time and with many in flight. groupwatch's ingest cannot beat these
 //! per-message figures without batching, which is why the hand-off is group-committed.
 //!
-//! `cargo run --release --example broker_ceiling -- [AMQP_URL] [MESSAGES]`
+//! `cargo run --release --example broker_ceiling -- [AMQP_URL] [MESSAGES] [BYTES]`
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -15,6 +15,7 @@ async fn main() -> Result<(), lapin::Error> {
     let args: Vec<String> = std::env::args().collect();
     let url = args.get(1).cloned().unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let messages: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let bytes: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1024);
     let props = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio);
@@ -25,7 +26,7 @@ async fn main() -> Result<(), lapin::Error> {
     channel
         .queue_declare(queue, QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
         .await?;
-    let payload = vec![b'x'; 1024];
+    let payload = vec![b'x'; bytes];
     let persistent = BasicProperties::default().with_delivery_mode(2);
 
     for in_flight in [1usize, 16, 256, 1024] {
@@ -46,8 +47,9 @@ async fn main() -> Result<(), lapin::Error> {
         }
         let secs = started.elapsed().as_secs_f64();
         println!(
-            "{in_flight:>5} in flight: {count} persistent confirmed 1 KiB messages in {secs:.2} s = {:.0} msg/s",
-            count as f64 / secs
+            "{in_flight:>5} in flight: {count} persistent confirmed {bytes}-byte messages in {secs:.2} s = {:.0} msg/s, {:.2} ms each",
+            count as f64 / secs,
+            secs * 1000.0 / count as f64 * in_flight as f64
         );
     }
     channel.queue_delete(queue, QueueDeleteOptions::default()).await?;
