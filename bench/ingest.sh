@@ -56,7 +56,7 @@ for run in $(seq "$RUNS"); do
   results+=("$rps $p50 $p99 $idle $peak")
 done
 purge
-printf '%s\n' "${results[@]}" | sort -n -k1 | awk -v runs="$RUNS" '
-  { r[NR] = $0 }
-  END { split(r[int((runs + 1) / 2)], m, " ");
-        printf "median of %d runs: %.0f req/s, p50 %s ms, p99 %s ms, RSS idle %d MB, peak %d MB\n", runs, m[1], m[2], m[3], m[4] / 1024, m[5] / 1024 }'
+# The median of each column on its own (the run with the median rate need not have the median p99).
+median() { printf '%s\n' "${results[@]}" | awk -v k="$1" '{ print $k }' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+printf 'median of %d runs: %.0f req/s, p50 %s ms, p99 %s ms, RSS idle %d MB, peak %d MB\n' "$RUNS" \
+  "$(median 1)" "$(median 2)" "$(median 3)" "$(( $(median 4) / 1024 ))" "$(( $(median 5) / 1024 ))"
