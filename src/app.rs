@@ -138,7 +138,8 @@ impl Application {
             trigger.cancel();
         });
         if let Some(listener) = self.listener.as_ref() {
-            tracing::info!(addr = %listener.local_addr()?, "listening");
+            let runtime = tokio::runtime::Handle::current().runtime_flavor();
+            tracing::info!(addr = %listener.local_addr()?, ?runtime, "listening");
         }
         let router = self.router()?;
         let worker_stop = CancellationToken::new();

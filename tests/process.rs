@@ -11,6 +11,7 @@ use common::serve::{deliver, free_port, serve_config, Serve};
 use common::*;
 use groupwatch::sim::{self, SimClient, SimServer};
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,8 +41,12 @@ impl World {
 
     /// Starts `groupwatch serve` on the shared store and exchange and waits until it is ready.
     async fn serve(&self, name: &str, port: u16) -> Serve {
+        self.serve_with(name, port, Serve::start).await
+    }
+
+    async fn serve_with(&self, name: &str, port: u16, start: fn(&Path, &str, &str, u16) -> Serve) -> Serve {
         let config = serve_config(&self.exchange, &self.store_url, &self.sim.base_url(), port, &common::amqp_url());
-        let mut serve = Serve::start(self.dir.path(), name, &config, port);
+        let mut serve = start(self.dir.path(), name, &config, port);
         serve.wait_status("/readyz", 200, Duration::from_secs(20)).await;
         serve
     }
@@ -102,7 +107,9 @@ fn join_xml(userid: &str, join_time: i64, version: &str) -> String {
 async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
     let started = Instant::now();
     let world = World::new().await;
-    let first = world.serve("first", free_port()).await;
+    // On one CPU, as the ingest benchmark runs it: the current-thread runtime.
+    let first = world.serve_with("first", free_port(), Serve::start_on_one_cpu).await;
+    assert!(first.log().contains("CurrentThread"), "one CPU, one thread:\n{}", first.log());
     let topology = groupwatch::broker::Topology::from_config(&first.config.amqp);
     let tap = Tap::new(&world.conn, &world.exchange).await;
     let none = AtomicUsize::new(0);

@@ -58,12 +58,24 @@ pub struct Serve {
 impl Serve {
     /// Starts the process without waiting for it.
     pub fn start(dir: &Path, name: &str, config_toml: &str, port: u16) -> Serve {
+        Self::start_with(dir, name, config_toml, port, Command::new(env!("CARGO_BIN_EXE_groupwatch")))
+    }
+
+    /// Starts the process confined to CPU 0 with `taskset`, as `bench/ingest.sh` runs it: one
+    /// CPU selects the current-thread runtime.
+    pub fn start_on_one_cpu(dir: &Path, name: &str, config_toml: &str, port: u16) -> Serve {
+        let mut taskset = Command::new("taskset");
+        taskset.args(["-c", "0", env!("CARGO_BIN_EXE_groupwatch")]);
+        Self::start_with(dir, name, config_toml, port, taskset)
+    }
+
+    fn start_with(dir: &Path, name: &str, config_toml: &str, port: u16, mut command: Command) -> Serve {
         let config = Config::from_toml(config_toml, std::iter::empty()).expect("valid config");
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, config_toml).unwrap();
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&path)
