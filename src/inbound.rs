@@ -132,10 +132,10 @@ async fn batcher(broker: Broker, mut jobs: mpsc::Receiver<Job>, batching: Batchi
     }
 }
 
-/// Takes whatever has arrived, then lets the runtime run the requests that are ready (they are
-/// about to hand off too) and takes theirs, until a pass brings nothing new. Under load a flush
-/// thus carries a whole wave of requests instead of its first few; at low load it costs one
-/// yield, not a linger timer.
+/// Takes whatever has arrived, lets the runtime run one pass (requests already read are about
+/// to hand off too) and takes theirs. One pass, not "until nothing new arrives": on a
+/// current-thread runtime that would hold the flush until every open request had been parsed,
+/// leaving the broker idle meanwhile instead of overlapping its confirm with that work.
 async fn gather(jobs: &mut mpsc::Receiver<Job>, arrived: &mut Vec<Job>, max: usize) {
     let drain = |jobs: &mut mpsc::Receiver<Job>, arrived: &mut Vec<Job>| {
         while arrived.len() < max {
@@ -146,13 +146,9 @@ async fn gather(jobs: &mut mpsc::Receiver<Job>, arrived: &mut Vec<Job>, max: usi
         }
     };
     drain(jobs, arrived);
-    while arrived.len() < max {
-        let before = arrived.len();
+    if arrived.len() < max {
         tokio::task::yield_now().await;
         drain(jobs, arrived);
-        if arrived.len() == before {
-            return;
-        }
     }
 }
 
