@@ -5,6 +5,8 @@
 //! as one comma-separated string. Everything is parsed by element name and leniently; only what we
 //! cannot do without (`ChatId`, `ChangeType`, a timestamp) is required.
 
+use quick_xml::events::Event;
+use quick_xml::Reader;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
@@ -18,24 +20,174 @@ pub enum ParseError {
     Invalid { element: &'static str, value: String },
 }
 
-fn xml_error(e: quick_xml::DeError) -> ParseError {
+fn xml_error(e: impl std::fmt::Display) -> ParseError {
     ParseError::Xml(e.to_string())
 }
 
-/// The POST body: only `Encrypt` is signed, so it is the only element we read.
-#[derive(Debug, Deserialize)]
-struct RawEnvelope<'a> {
-    #[serde(rename = "Encrypt", borrow, default)]
-    encrypt: Option<Cow<'a, str>>,
-}
-
-/// Extracts the `Encrypt` text from the envelope `<xml>…<Encrypt>…</Encrypt>…</xml>`.
+/// Extracts the `Encrypt` text from the envelope `<xml>…<Encrypt>…</Encrypt>…</xml>`. Only
+/// `Encrypt` is signed, so it is the only element we read; it is borrowed from the body.
 pub fn parse_envelope(body: &str) -> Result<Cow<'_, str>, ParseError> {
-    let raw: RawEnvelope = quick_xml::de::from_str(body).map_err(xml_error)?;
-    match raw.encrypt {
+    match read_fields(body)?.take(Field::Encrypt) {
         Some(e) if !e.trim().is_empty() => Ok(e),
         _ => Err(ParseError::Missing("Encrypt")),
     }
+}
+
+/// The children of the root element that groupwatch reads, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Encrypt,
+    ToUserName,
+    CreateTime,
+    MsgType,
+    Event,
+    InfoType,
+    TimeStamp,
+    SuiteId,
+    AuthCorpId,
+    ChatId,
+    ChangeType,
+    UpdateDetail,
+    JoinScene,
+    QuitScene,
+    MemChangeCnt,
+    MemChangeList,
+    LastMemVer,
+    CurMemVer,
+}
+
+const FIELDS: usize = Field::CurMemVer as usize + 1;
+
+impl Field {
+    fn from_name(name: &[u8]) -> Option<Self> {
+        Some(match name {
+            b"Encrypt" => Self::Encrypt,
+            b"ToUserName" => Self::ToUserName,
+            b"CreateTime" => Self::CreateTime,
+            b"MsgType" => Self::MsgType,
+            b"Event" => Self::Event,
+            b"InfoType" => Self::InfoType,
+            b"TimeStamp" => Self::TimeStamp,
+            b"SuiteId" => Self::SuiteId,
+            b"AuthCorpId" => Self::AuthCorpId,
+            b"ChatId" => Self::ChatId,
+            b"ChangeType" => Self::ChangeType,
+            b"UpdateDetail" => Self::UpdateDetail,
+            b"JoinScene" => Self::JoinScene,
+            b"QuitScene" => Self::QuitScene,
+            b"MemChangeCnt" => Self::MemChangeCnt,
+            b"MemChangeList" => Self::MemChangeList,
+            b"LastMemVer" => Self::LastMemVer,
+            b"CurMemVer" => Self::CurMemVer,
+            _ => return None,
+        })
+    }
+}
+
+/// What [`read_fields`] found: the text of each known child of the root (text and CDATA pieces
+/// joined, borrowed from the input where it needs no unescaping) and the `MemChangeList`
+/// members in document order, whether `<Item>` children or comma-separated text.
+struct Fields<'a> {
+    text: [Option<Cow<'a, str>>; FIELDS],
+    members: Vec<Cow<'a, str>>,
+}
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, field: Field) -> Option<Cow<'a, str>> {
+        self.text[field as usize].take()
+    }
+
+    fn take_string(&mut self, field: Field) -> Option<String> {
+        self.take(field).map(Cow::into_owned)
+    }
+}
+
+fn append<'a>(slot: &mut Cow<'a, str>, piece: Cow<'a, str>) {
+    if slot.is_empty() {
+        *slot = piece;
+    } else {
+        slot.to_mut().push_str(&piece);
+    }
+}
+
+/// One pass of quick-xml's pull parser over the document. A pull parser rather than serde:
+/// the callback path parses two documents per request, and this is several times faster than
+/// `quick_xml::de` for these flat, loosely shaped messages. Unknown and deeper elements are
+/// skipped; a later duplicate of a child replaces the earlier one.
+fn read_fields(xml: &str) -> Result<Fields<'_>, ParseError> {
+    let mut reader = Reader::from_str(xml);
+    let mut found = Fields { text: [const { None }; FIELDS], members: Vec::new() };
+    let mut depth = 0usize;
+    let mut roots = 0usize;
+    // The root child being read (if it is one we keep) and the `<Item>` being read in it.
+    let mut field: Option<Field> = None;
+    let mut item: Option<Cow<'_, str>> = None;
+    loop {
+        let piece = match reader.read_event().map_err(xml_error)? {
+            Event::Start(e) => {
+                depth += 1;
+                match depth {
+                    1 => roots += 1,
+                    2 => {
+                        field = Field::from_name(e.local_name().as_ref());
+                        if let Some(f) = field {
+                            found.text[f as usize] = Some(Cow::Borrowed(""));
+                        }
+                    }
+                    3 if field == Some(Field::MemChangeList) && e.local_name().as_ref() == b"Item" => {
+                        item = Some(Cow::Borrowed(""));
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            Event::Empty(e) => {
+                match depth {
+                    0 => roots += 1,
+                    1 => {
+                        if let Some(f) = Field::from_name(e.local_name().as_ref()) {
+                            found.text[f as usize] = Some(Cow::Borrowed(""));
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            Event::End(_) => {
+                match depth {
+                    3 => found.members.extend(item.take()),
+                    2 => field = None,
+                    _ => {}
+                }
+                depth = depth.saturating_sub(1);
+                continue;
+            }
+            Event::Text(t) => t.unescape().map_err(xml_error)?,
+            Event::CData(c) => c.decode().map_err(xml_error)?,
+            Event::Eof => break,
+            _ => continue, // declaration, comment, processing instruction, doctype
+        };
+        match (depth, field) {
+            (2, Some(Field::MemChangeList)) => {
+                // The older shape: one comma-separated string (also the whitespace between items).
+                found.members.extend(piece.split(',').map(|m| Cow::Owned(m.to_owned())));
+            }
+            (2, Some(f)) => append(found.text[f as usize].get_or_insert(Cow::Borrowed("")), piece),
+            (3, _) => {
+                if let Some(item) = item.as_mut() {
+                    append(item, piece);
+                }
+            }
+            _ => {}
+        }
+    }
+    if roots != 1 {
+        return Err(ParseError::Xml(format!("expected one root element, found {roots}")));
+    }
+    if depth != 0 {
+        return Err(ParseError::Xml("unclosed element".into()));
+    }
+    Ok(found)
 }
 
 /// What a decrypted callback turned out to be.
@@ -124,59 +276,6 @@ pub struct ChangeExternalChat {
     pub cur_mem_ver: Option<String>,
 }
 
-/// `MemChangeList` holds `<Item>` children, or (older shape) a single comma-separated string.
-#[derive(Debug, Default, Deserialize)]
-struct RawMemChangeList {
-    #[serde(rename = "$value", default)]
-    parts: Vec<RawMemPart>,
-}
-
-#[derive(Debug, Deserialize)]
-enum RawMemPart {
-    Item(String),
-    #[serde(rename = "$text")]
-    Text(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RawEvent {
-    #[serde(default)]
-    to_user_name: Option<String>,
-    #[serde(default)]
-    create_time: Option<String>,
-    #[serde(default)]
-    msg_type: Option<String>,
-    #[serde(default)]
-    event: Option<String>,
-    #[serde(default)]
-    info_type: Option<String>,
-    #[serde(default)]
-    time_stamp: Option<String>,
-    #[serde(default)]
-    suite_id: Option<String>,
-    #[serde(default)]
-    auth_corp_id: Option<String>,
-    #[serde(default)]
-    chat_id: Option<String>,
-    #[serde(default)]
-    change_type: Option<String>,
-    #[serde(default)]
-    update_detail: Option<String>,
-    #[serde(default)]
-    join_scene: Option<String>,
-    #[serde(default)]
-    quit_scene: Option<String>,
-    #[serde(default)]
-    mem_change_cnt: Option<String>,
-    #[serde(default)]
-    mem_change_list: Option<RawMemChangeList>,
-    #[serde(default)]
-    last_mem_ver: Option<String>,
-    #[serde(default)]
-    cur_mem_ver: Option<String>,
-}
-
 pub const CHANGE_EXTERNAL_CHAT: &str = "change_external_chat";
 
 /// Trims and turns empty text into `None`: WeCom sends `<X></X>` and `<X><![CDATA[]]></X>`.
@@ -193,52 +292,42 @@ fn number<T: std::str::FromStr>(element: &'static str, v: Option<String>) -> Res
 
 /// Parses a decrypted callback message.
 pub fn parse_callback(xml: &str) -> Result<Callback, ParseError> {
-    let raw: RawEvent = quick_xml::de::from_str(xml).map_err(xml_error)?;
-    let kind = non_empty(raw.event.clone())
-        .or_else(|| non_empty(raw.info_type.clone()))
-        .or_else(|| non_empty(raw.msg_type.clone()))
+    let mut raw = read_fields(xml)?;
+    let kind = non_empty(raw.take_string(Field::Event))
+        .or_else(|| non_empty(raw.take_string(Field::InfoType)))
+        .or_else(|| non_empty(raw.take_string(Field::MsgType)))
         .ok_or(ParseError::Missing("Event"))?;
     if kind != CHANGE_EXTERNAL_CHAT {
         return Ok(Callback::Other { kind });
     }
-    let create_time = number::<i64>("CreateTime", raw.create_time)?
-        .or(number::<i64>("TimeStamp", raw.time_stamp)?)
+    let create_time = number::<i64>("CreateTime", raw.take_string(Field::CreateTime))?
+        .or(number::<i64>("TimeStamp", raw.take_string(Field::TimeStamp))?)
         .ok_or(ParseError::Missing("CreateTime"))?;
-    let chat_id = non_empty(raw.chat_id).ok_or(ParseError::Missing("ChatId"))?;
-    let change_type = match non_empty(raw.change_type).ok_or(ParseError::Missing("ChangeType"))?.as_str() {
-        "create" => ChangeType::Create,
-        "update" => ChangeType::Update,
-        "dismiss" => ChangeType::Dismiss,
-        other => {
-            return Err(ParseError::Invalid { element: "ChangeType", value: other.to_owned() });
-        }
-    };
-    let mem_change_list = raw
-        .mem_change_list
-        .unwrap_or_default()
-        .parts
-        .into_iter()
-        .flat_map(|part| match part {
-            RawMemPart::Item(s) => vec![s],
-            RawMemPart::Text(s) => s.split(',').map(str::to_owned).collect(),
-        })
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let chat_id = non_empty(raw.take_string(Field::ChatId)).ok_or(ParseError::Missing("ChatId"))?;
+    let change_type =
+        match non_empty(raw.take_string(Field::ChangeType)).ok_or(ParseError::Missing("ChangeType"))?.as_str() {
+            "create" => ChangeType::Create,
+            "update" => ChangeType::Update,
+            "dismiss" => ChangeType::Dismiss,
+            other => {
+                return Err(ParseError::Invalid { element: "ChangeType", value: other.to_owned() });
+            }
+        };
+    let mem_change_list = raw.members.iter().map(|m| m.trim()).filter(|m| !m.is_empty()).map(str::to_owned).collect();
     Ok(Callback::ChangeExternalChat(Box::new(ChangeExternalChat {
         create_time,
-        to_user_name: non_empty(raw.to_user_name),
-        suite_id: non_empty(raw.suite_id),
-        auth_corp_id: non_empty(raw.auth_corp_id),
+        to_user_name: non_empty(raw.take_string(Field::ToUserName)),
+        suite_id: non_empty(raw.take_string(Field::SuiteId)),
+        auth_corp_id: non_empty(raw.take_string(Field::AuthCorpId)),
         chat_id,
         change_type,
-        update_detail: non_empty(raw.update_detail).map(|s| UpdateDetail::parse(&s)),
-        join_scene: number("JoinScene", raw.join_scene)?,
-        quit_scene: number("QuitScene", raw.quit_scene)?,
-        mem_change_cnt: number("MemChangeCnt", raw.mem_change_cnt)?,
+        update_detail: non_empty(raw.take_string(Field::UpdateDetail)).map(|s| UpdateDetail::parse(&s)),
+        join_scene: number("JoinScene", raw.take_string(Field::JoinScene))?,
+        quit_scene: number("QuitScene", raw.take_string(Field::QuitScene))?,
+        mem_change_cnt: number("MemChangeCnt", raw.take_string(Field::MemChangeCnt))?,
         mem_change_list,
-        last_mem_ver: non_empty(raw.last_mem_ver),
-        cur_mem_ver: non_empty(raw.cur_mem_ver),
+        last_mem_ver: non_empty(raw.take_string(Field::LastMemVer)),
+        cur_mem_ver: non_empty(raw.take_string(Field::CurMemVer)),
     })))
 }
 
@@ -314,5 +403,31 @@ mod tests {
         let json = serde_json::to_string(&e).unwrap();
         let back: ChangeExternalChat = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn pull_parser_edges() {
+        let ev = |body: &str| {
+            format!("<xml><Event>change_external_chat</Event><CreateTime>1</CreateTime><ChangeType>update</ChangeType>{body}</xml>")
+        };
+        // Entities are unescaped; text and CDATA pieces of one element are joined; unknown and
+        // nested elements are skipped, however deep.
+        let xml = ev("<Extra><Deep><ChatId>no</ChatId></Deep></Extra><ChatId>wr&amp;<![CDATA[<x>]]></ChatId><MemChangeList><Item>a</Item><Other><Item>no</Item></Other></MemChangeList>");
+        let Callback::ChangeExternalChat(e) = parse_callback(&xml).unwrap() else { panic!() };
+        assert_eq!(e.chat_id, "wr&<x>");
+        assert_eq!(e.mem_change_list, ["a"]);
+        // A later duplicate replaces the earlier one.
+        let Callback::ChangeExternalChat(e) = parse_callback(&ev("<ChatId>a</ChatId><ChatId>b</ChatId>")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.chat_id, "b");
+        // Not one well-formed document: errors, never a partial event.
+        for bad in
+            ["", "plain text", "<a/><b/>", "<xml><ChatId>c</ChatId>", "<xml><ChatId>c</xml>", "<xml>&bogus;</xml>"]
+        {
+            assert!(matches!(parse_callback(bad), Err(ParseError::Xml(_))), "{bad:?}: {:?}", parse_callback(bad));
+        }
+        assert_eq!(parse_envelope("<xml><Encrypt>a&#43;b</Encrypt></xml>").unwrap(), "a+b");
     }
 }
