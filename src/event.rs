@@ -97,8 +97,10 @@ impl<'a> Fields<'a> {
         self.text[field as usize].take()
     }
 
-    fn take_string(&mut self, field: Field) -> Option<String> {
-        self.take(field).map(Cow::into_owned)
+    /// The trimmed text of `field`, or `None` when it is absent or blank: WeCom sends `<X></X>`
+    /// and `<X><![CDATA[]]></X>`.
+    fn text(&mut self, field: Field) -> Option<String> {
+        self.take(field).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
     }
 }
 
@@ -278,56 +280,48 @@ pub struct ChangeExternalChat {
 
 pub const CHANGE_EXTERNAL_CHAT: &str = "change_external_chat";
 
-/// Trims and turns empty text into `None`: WeCom sends `<X></X>` and `<X><![CDATA[]]></X>`.
-fn non_empty(v: Option<String>) -> Option<String> {
-    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
-}
-
-fn number<T: std::str::FromStr>(element: &'static str, v: Option<String>) -> Result<Option<T>, ParseError> {
-    match non_empty(v) {
-        None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| ParseError::Invalid { element, value: s }),
-    }
+fn number<T: std::str::FromStr>(element: &'static str, text: Option<String>) -> Result<Option<T>, ParseError> {
+    text.map(|s| s.parse().map_err(|_| ParseError::Invalid { element, value: s })).transpose()
 }
 
 /// Parses a decrypted callback message.
 pub fn parse_callback(xml: &str) -> Result<Callback, ParseError> {
     let mut raw = read_fields(xml)?;
-    let kind = non_empty(raw.take_string(Field::Event))
-        .or_else(|| non_empty(raw.take_string(Field::InfoType)))
-        .or_else(|| non_empty(raw.take_string(Field::MsgType)))
+    let kind = raw
+        .text(Field::Event)
+        .or_else(|| raw.text(Field::InfoType))
+        .or_else(|| raw.text(Field::MsgType))
         .ok_or(ParseError::Missing("Event"))?;
     if kind != CHANGE_EXTERNAL_CHAT {
         return Ok(Callback::Other { kind });
     }
-    let create_time = number::<i64>("CreateTime", raw.take_string(Field::CreateTime))?
-        .or(number::<i64>("TimeStamp", raw.take_string(Field::TimeStamp))?)
+    let create_time = number::<i64>("CreateTime", raw.text(Field::CreateTime))?
+        .or(number::<i64>("TimeStamp", raw.text(Field::TimeStamp))?)
         .ok_or(ParseError::Missing("CreateTime"))?;
-    let chat_id = non_empty(raw.take_string(Field::ChatId)).ok_or(ParseError::Missing("ChatId"))?;
-    let change_type =
-        match non_empty(raw.take_string(Field::ChangeType)).ok_or(ParseError::Missing("ChangeType"))?.as_str() {
-            "create" => ChangeType::Create,
-            "update" => ChangeType::Update,
-            "dismiss" => ChangeType::Dismiss,
-            other => {
-                return Err(ParseError::Invalid { element: "ChangeType", value: other.to_owned() });
-            }
-        };
+    let chat_id = raw.text(Field::ChatId).ok_or(ParseError::Missing("ChatId"))?;
+    let change_type = match raw.text(Field::ChangeType).ok_or(ParseError::Missing("ChangeType"))?.as_str() {
+        "create" => ChangeType::Create,
+        "update" => ChangeType::Update,
+        "dismiss" => ChangeType::Dismiss,
+        other => {
+            return Err(ParseError::Invalid { element: "ChangeType", value: other.to_owned() });
+        }
+    };
     let mem_change_list = raw.members.iter().map(|m| m.trim()).filter(|m| !m.is_empty()).map(str::to_owned).collect();
     Ok(Callback::ChangeExternalChat(Box::new(ChangeExternalChat {
         create_time,
-        to_user_name: non_empty(raw.take_string(Field::ToUserName)),
-        suite_id: non_empty(raw.take_string(Field::SuiteId)),
-        auth_corp_id: non_empty(raw.take_string(Field::AuthCorpId)),
+        to_user_name: raw.text(Field::ToUserName),
+        suite_id: raw.text(Field::SuiteId),
+        auth_corp_id: raw.text(Field::AuthCorpId),
         chat_id,
         change_type,
-        update_detail: non_empty(raw.take_string(Field::UpdateDetail)).map(|s| UpdateDetail::parse(&s)),
-        join_scene: number("JoinScene", raw.take_string(Field::JoinScene))?,
-        quit_scene: number("QuitScene", raw.take_string(Field::QuitScene))?,
-        mem_change_cnt: number("MemChangeCnt", raw.take_string(Field::MemChangeCnt))?,
+        update_detail: raw.text(Field::UpdateDetail).map(|s| UpdateDetail::parse(&s)),
+        join_scene: number("JoinScene", raw.text(Field::JoinScene))?,
+        quit_scene: number("QuitScene", raw.text(Field::QuitScene))?,
+        mem_change_cnt: number("MemChangeCnt", raw.text(Field::MemChangeCnt))?,
         mem_change_list,
-        last_mem_ver: non_empty(raw.take_string(Field::LastMemVer)),
-        cur_mem_ver: non_empty(raw.take_string(Field::CurMemVer)),
+        last_mem_ver: raw.text(Field::LastMemVer),
+        cur_mem_ver: raw.text(Field::CurMemVer),
     })))
 }
 

@@ -32,6 +32,12 @@ pub struct InboundBatch {
     pub events: Vec<InboundEvent>,
 }
 
+/// [`InboundBatch`] as serialised, borrowing its events.
+#[derive(Serialize)]
+struct InboundBatchRef<'a> {
+    events: &'a [InboundEvent],
+}
+
 impl InboundEvent {
     pub fn new(provider: Provider, tenant: &str, event: ChangeExternalChat, received_at_ms: i64) -> Self {
         let key = Self::dedupe_key(provider, tenant, &event);
@@ -152,58 +158,58 @@ async fn gather(jobs: &mut mpsc::Receiver<Job>, arrived: &mut Vec<Job>, max: usi
     }
 }
 
+/// The events of one shard in a flush, and the callbacks waiting for them.
+struct ShardMessage {
+    shard: u16,
+    queue: String,
+    events: Vec<InboundEvent>,
+    waiters: Vec<oneshot::Sender<Result<(), HandOffError>>>,
+}
+
 /// Publishes one message per shard present in `batch` and answers every waiter with the outcome
 /// of the message that carried its event.
 async fn flush(broker: &Broker, batch: Vec<Job>) {
     metrics::histogram!("groupwatch_handoff_batch_events").record(batch.len() as f64);
     let started = std::time::Instant::now();
-    let topology = broker.topology();
-    let mut by_shard: Vec<(u16, Vec<InboundEvent>, Vec<oneshot::Sender<_>>)> = Vec::new();
+    let mut messages: Vec<ShardMessage> = Vec::new();
     for Job { event, shard, done } in batch {
-        match by_shard.iter_mut().find(|(s, _, _)| *s == shard) {
-            Some((_, events, waiters)) => {
-                events.push(event);
-                waiters.push(done);
+        let at = match messages.iter().position(|m| m.shard == shard) {
+            Some(at) => at,
+            None => {
+                let queue = broker.topology().inbound_queue(shard);
+                messages.push(ShardMessage { shard, queue, events: Vec::new(), waiters: Vec::new() });
+                messages.len() - 1
             }
-            None => by_shard.push((shard, vec![event], vec![done])),
-        }
+        };
+        messages[at].events.push(event);
+        messages[at].waiters.push(done);
     }
-    let queues: Vec<String> = by_shard.iter().map(|(shard, _, _)| topology.inbound_queue(*shard)).collect();
-    let bodies: Vec<(Vec<u8>, BasicProperties)> = by_shard
-        .iter_mut()
-        .map(|(_, events, _)| {
-            let mut properties = BasicProperties::default().with_content_type("application/json".into());
-            if let [only] = events.as_slice() {
-                properties = properties.with_message_id(only.key.as_str().into());
-            }
-            let batch = InboundBatch { events: std::mem::take(events) };
-            (serde_json::to_vec(&batch).expect("serialisable"), properties)
-        })
+    let bodies: Vec<Vec<u8>> = messages
+        .iter()
+        .map(|m| serde_json::to_vec(&InboundBatchRef { events: &m.events }).expect("serialisable"))
         .collect();
     // The default exchange routes by queue name; `mandatory` turns a missing queue into an
     // error instead of a silent drop.
-    let outgoing: Vec<Outgoing<'_>> = queues
+    let outgoing: Vec<Outgoing<'_>> = messages
         .iter()
         .zip(&bodies)
-        .map(|(queue, (body, properties))| Outgoing {
-            exchange: "",
-            routing_key: queue,
-            payload: body,
-            properties: properties.clone(),
+        .map(|(m, body)| {
+            let mut properties = BasicProperties::default().with_content_type("application/json".into());
+            if let [only] = m.events.as_slice() {
+                properties = properties.with_message_id(only.key.as_str().into());
+            }
+            Outgoing { exchange: "", routing_key: &m.queue, payload: body, properties }
         })
         .collect();
-    let outcome = broker.publish_batch(&outgoing).await;
+    let outcome = broker.publish_batch(&outgoing).await.map_err(|e| HandOffError(Arc::new(e)));
     metrics::histogram!("groupwatch_handoff_seconds").record(started.elapsed());
-    let failed = outcome.map_err(|e| HandOffError(Arc::new(e)));
-    for ((_, _, waiters), queue) in by_shard.into_iter().zip(&queues) {
-        let result = match &failed {
+    for m in messages {
+        let result = match &outcome {
             Err(e) => Err(e.clone()),
-            Ok(o) if o.unroutable.iter().any(|rk| rk == queue) => {
-                Err(HandOffError(Arc::new(BrokerError::Unroutable(queue.clone()))))
-            }
+            Ok(o) if o.unroutable.contains(&m.queue) => Err(HandOffError(Arc::new(BrokerError::Unroutable(m.queue)))),
             Ok(_) => Ok(()),
         };
-        for waiter in waiters {
+        for waiter in m.waiters {
             // The caller may have gone (client disconnected); the event is queued all the same.
             let _ = waiter.send(result.clone());
         }
