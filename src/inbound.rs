@@ -158,6 +158,9 @@ async fn gather(jobs: &mut mpsc::Receiver<Job>, arrived: &mut Vec<Job>, max: usi
     }
 }
 
+/// A hand-off slower than this is logged.
+const SLOW_HAND_OFF: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The events of one shard in a flush, and the callbacks waiting for them.
 struct ShardMessage {
     shard: u16,
@@ -202,7 +205,14 @@ async fn flush(broker: &Broker, batch: Vec<Job>) {
         })
         .collect();
     let outcome = broker.publish_batch(&outgoing).await.map_err(|e| HandOffError(Arc::new(e)));
-    metrics::histogram!("groupwatch_handoff_seconds").record(started.elapsed());
+    let took = started.elapsed();
+    metrics::histogram!("groupwatch_handoff_seconds").record(took);
+    // Every open callback waits for this confirm, so a slow broker (usually its disk syncing)
+    // shows here first; the histogram says how often, the log says when.
+    if took >= SLOW_HAND_OFF {
+        let events: usize = messages.iter().map(|m| m.events.len()).sum();
+        tracing::warn!(took_ms = took.as_millis() as u64, events, "slow hand-off: the broker was slow to confirm");
+    }
     for m in messages {
         let result = match &outcome {
             Err(e) => Err(e.clone()),
