@@ -1,7 +1,7 @@
 //! Writes N distinct, correctly signed and encrypted WeCom callbacks for a load generator, one
 //! per line: `PATH?QUERY<TAB>BODY`. Used by `bench/ingest.sh` (wrk reads the file).
 //!
-//! `cargo run --release --example gen_callbacks -- OUT_FILE N [TENANT]`
+//! `cargo run --release --example gen_callbacks -- OUT_FILE N [TENANT [FIRST]]`
 
 use groupwatch::crypto::WxCrypt;
 use groupwatch::replay::sign_event;
@@ -14,14 +14,16 @@ const CORP: &str = "ww1234567890abcdef";
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let out = args.get(1).expect("usage: gen_callbacks OUT_FILE N [TENANT]");
+    let out = args.get(1).expect("usage: gen_callbacks OUT_FILE N [TENANT [FIRST]]");
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).expect("N");
     let tenant = args.get(3).map(String::as_str).unwrap_or("bench");
+    // Callback FIRST..FIRST+N: files with disjoint ranges share no callback.
+    let first: usize = args.get(4).map(|s| s.parse().expect("FIRST")).unwrap_or(0);
     let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP).expect("bench key");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
     let mut body_bytes = 0usize;
-    for i in 0..n {
+    for i in first..first + n {
         // A typical add_member callback: 1,000 chats, distinct members, versions and times.
         let xml = format!(
             "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
