@@ -193,10 +193,12 @@ impl Broker {
                     tracing::info!(exchange = %self.topology.exchange, "connected to the broker");
                     let broken = link.broken.clone();
                     let connection = link.connection.clone();
+                    let publish = link.publish.clone();
                     tx.send_replace(Some(link));
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             tx.send_replace(None);
+                            let _ = publish.close(200, "groupwatch shutting down").await;
                             let _ = connection.close(200, "groupwatch shutting down").await;
                             break;
                         }

@@ -18,7 +18,11 @@ pub fn init_logging(cfg: &LogConfig) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: escape codes in a log file or a collector are noise.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ =
         if json { builder.json().flatten_event(true).with_current_span(false).try_init() } else { builder.try_init() };
 }

@@ -110,6 +110,7 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
     // On one CPU, as the ingest benchmark runs it: the current-thread runtime.
     let first = world.serve_with("first", free_port(), Serve::start_on_one_cpu).await;
     assert!(first.log().contains("CurrentThread"), "one CPU, one thread:\n{}", first.log());
+    assert!(!first.log().contains('\u{1b}'), "colour escape codes in a log file:\n{}", first.log());
     let topology = groupwatch::broker::Topology::from_config(&first.config.amqp);
     let tap = Tap::new(&world.conn, &world.exchange).await;
     let none = AtomicUsize::new(0);
@@ -167,6 +168,8 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
     }
     let (status, exit_took) = first.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status}; log:\n{}", first.log());
+    // A clean exit closes the broker connection cleanly too: nothing logged at ERROR.
+    assert!(!first.log().contains("ERROR"), "errors logged by a graceful shutdown:\n{}", first.log());
 
     let mut accepted: Vec<usize> = (0..HALF_SENT).collect();
     let mut unanswered = Vec::new();
