@@ -156,7 +156,8 @@ impl Application {
         });
         match self.listener {
             Some(listener) => {
-                axum::serve(listener, router).with_graceful_shutdown(stop_intake.cancelled_owned()).await?;
+                let header_timeout = Duration::from_millis(self.config.http.request_timeout_ms);
+                crate::http::serve(listener, router, header_timeout, stop_intake).await;
             }
             None => stop_intake.cancelled().await,
         }

@@ -1,7 +1,7 @@
 //! groupwatch: WeCom customer-group change callbacks in, trustworthy member events out.
 //!
 //! The flow, module by module:
-//! `callback` (HTTP in) → `crypto` / `event` (verify, decrypt, parse) → `inbound` (durable
+//! `http` (accept loop) → `callback` (HTTP in) → `crypto` / `event` (verify, decrypt, parse) → `inbound` (durable
 //! hand-off to RabbitMQ) → `worker` (per-chat actors) → `pipeline` (fetch via `provider`,
 //! reconcile, `diff`) → `publish` (AMQP out). `broker` owns the one AMQP connection, `store`
 //! keeps the last snapshot of each group, `config` is loaded once at start-up, `model` is the
@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod demo;
 pub mod diff;
 pub mod event;
+pub mod http;
 pub mod inbound;
 pub mod model;
 pub mod pipeline;

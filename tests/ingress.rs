@@ -7,6 +7,7 @@ use groupwatch::crypto::WxCrypt;
 use groupwatch::event::{parse_callback, Callback};
 use groupwatch::replay::{sign_event, Replayer};
 use std::path::PathBuf;
+use std::time::Duration;
 
 fn fixtures() -> Vec<PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom"))
@@ -369,5 +370,25 @@ async fn concurrent_callbacks_are_group_committed_and_none_is_lost() {
     println!("300 callbacks in {messages} inbound messages");
     assert!((messages as usize) < 300, "callbacks shared messages: {messages}");
     cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_head_that_never_ends_is_cut_off_without_blocking_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = test_config(&unique_exchange(), "")
+        .replace("listen = \"127.0.0.1:0\"\n", "listen = \"127.0.0.1:0\"\nrequest_timeout_ms = 500\n");
+    let app = spawn_app(&config).await;
+    // Slowloris: a head that is started and never finished.
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"POST /wecom/acme/callback HTTP/1.1\r\nHost: groupwatch\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().status(), 200, "others are served meanwhile");
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "connection still open 5 s after a 500 ms deadline for the request head");
+    assert!(started.elapsed() >= Duration::from_millis(400), "cut off before the deadline: {:?}", started.elapsed());
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "answer to an unfinished head: {answer:?}");
     app.stop().await;
 }
