@@ -200,6 +200,16 @@ impl Broker {
                             tx.send_replace(None);
                             let _ = publish.close(200, "groupwatch shutting down").await;
                             let _ = connection.close(200, "groupwatch shutting down").await;
+                            drop(publish);
+                            // lapin reads the socket on a thread of its own; one that outlives
+                            // the runtime logs an I/O error on a clean exit. Wait for it.
+                            match Arc::try_unwrap(connection) {
+                                Ok(connection) => {
+                                    let io_thread = tokio::task::spawn_blocking(move || connection.run());
+                                    let _ = tokio::time::timeout(Duration::from_secs(2), io_thread).await;
+                                }
+                                Err(_) => tracing::debug!("broker connection still shared at shutdown"),
+                            }
                             break;
                         }
                         _ = broken.notified() => {}

@@ -100,6 +100,8 @@ struct Generation {
     chats: Mutex<HashMap<GroupKey, mpsc::UnboundedSender<Pending>>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// The consuming channel, closed at the end so that the connection closes cleanly.
+    channel: std::sync::OnceLock<lapin::Channel>,
 }
 
 impl Worker {
@@ -125,6 +127,7 @@ impl Worker {
                 chats: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 cancel: shutdown.child_token(),
+                channel: std::sync::OnceLock::new(),
             });
             if let Err(e) = generation.clone().start().await {
                 tracing::warn!(error = %e, "cannot start consuming; waiting for a new broker connection");
@@ -146,6 +149,7 @@ impl Generation {
     async fn start(self: Arc<Self>) -> Result<(), lapin::Error> {
         let channel = self.link.connection.create_channel().await?;
         channel.basic_qos(self.worker.prefetch, BasicQosOptions::default()).await?;
+        let _ = self.channel.set(channel.clone());
         for queue in self.worker.broker.topology().inbound_queues() {
             let consumer =
                 channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
@@ -178,6 +182,12 @@ impl Generation {
         self.tasks.close();
         if tokio::time::timeout(Duration::from_secs(20), self.tasks.wait()).await.is_err() {
             tracing::warn!("some chats were still busy at shutdown; their messages will be redelivered");
+        }
+        // Whatever is still unacked goes back to the queue, as it would with the connection.
+        if let Some(channel) = self.channel.get() {
+            if channel.status().connected() {
+                let _ = channel.close(200, "groupwatch stopping").await;
+            }
         }
     }
 
