@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +22,7 @@ use crate::model::Provider;
 pub struct CallbackState {
     pub tenants: Arc<HashMap<String, WxCrypt>>,
     pub inbound: Inbound,
-    pub topology: crate::broker::Topology,
+    pub topology: Arc<crate::broker::Topology>,
     /// Maximum distance between the signed `timestamp` and now; `None` disables the check.
     pub timestamp_window: Option<u64>,
 }
@@ -83,19 +84,20 @@ impl IntoResponse for CallbackError {
 /// The signed query parameters. Parsed by hand: a form decoder would turn a literal `+` of a
 /// base64 `echostr` into a space and break the signature.
 #[derive(Debug, Default)]
-struct SignedQuery {
-    msg_signature: Option<String>,
-    timestamp: Option<String>,
-    nonce: Option<String>,
-    echostr: Option<String>,
+struct SignedQuery<'q> {
+    msg_signature: Option<Cow<'q, str>>,
+    timestamp: Option<Cow<'q, str>>,
+    nonce: Option<Cow<'q, str>>,
+    echostr: Option<Cow<'q, str>>,
 }
 
-impl SignedQuery {
-    fn parse(raw: Option<&str>) -> Self {
+impl<'q> SignedQuery<'q> {
+    /// Borrows from the raw query; only a percent-encoded value is copied.
+    fn parse(raw: Option<&'q str>) -> Self {
         let mut q = Self::default();
         for pair in raw.unwrap_or_default().split('&') {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned();
+            let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
             match name {
                 "msg_signature" => q.msg_signature = Some(value),
                 "timestamp" => q.timestamp = Some(value),
@@ -107,12 +109,12 @@ impl SignedQuery {
         q
     }
 
-    fn require(field: &Option<String>, name: &'static str) -> Result<String, CallbackError> {
-        field.clone().filter(|v| !v.is_empty()).ok_or(CallbackError::MissingParam(name))
+    fn require<'a>(field: &'a Option<Cow<'q, str>>, name: &'static str) -> Result<&'a str, CallbackError> {
+        field.as_deref().filter(|v| !v.is_empty()).ok_or(CallbackError::MissingParam(name))
     }
 
     /// (msg_signature, timestamp, nonce)
-    fn signature_parts(&self) -> Result<(String, String, String), CallbackError> {
+    fn signature_parts(&self) -> Result<(&str, &str, &str), CallbackError> {
         Ok((
             Self::require(&self.msg_signature, "msg_signature")?,
             Self::require(&self.timestamp, "timestamp")?,
@@ -156,9 +158,9 @@ pub async fn verify_url(
         let crypt = state.tenant(&tenant)?;
         let q = SignedQuery::parse(query.as_deref());
         let (sig, ts, nonce) = q.signature_parts()?;
-        state.check_timestamp(&ts)?;
+        state.check_timestamp(ts)?;
         let echostr = SignedQuery::require(&q.echostr, "echostr")?;
-        Ok::<_, CallbackError>(crypt.verify_and_decrypt(&sig, &ts, &nonce, &echostr)?)
+        Ok::<_, CallbackError>(crypt.verify_and_decrypt(sig, ts, nonce, echostr)?)
     })();
     match result {
         Ok(plain) => {
@@ -204,11 +206,12 @@ async fn accept_event(
     body: &[u8],
 ) -> Result<&'static str, CallbackError> {
     let crypt = state.tenant(tenant)?;
-    let (sig, ts, nonce) = SignedQuery::parse(query).signature_parts()?;
-    state.check_timestamp(&ts)?;
+    let q = SignedQuery::parse(query);
+    let (sig, ts, nonce) = q.signature_parts()?;
+    state.check_timestamp(ts)?;
     let body = std::str::from_utf8(body).map_err(|_| CallbackError::NotUtf8)?;
     let encrypted = event::parse_envelope(body).map_err(CallbackError::Envelope)?;
-    let plain = crypt.verify_and_decrypt(&sig, &ts, &nonce, &encrypted)?;
+    let plain = crypt.verify_and_decrypt(sig, ts, nonce, &encrypted)?;
     match event::parse_callback(&plain).map_err(CallbackError::Event)? {
         Callback::Other { kind } => {
             metrics::counter!("groupwatch_callbacks_ignored_total", "kind" => kind.clone()).increment(1);
@@ -239,7 +242,7 @@ mod tests {
     fn query_keeps_literal_plus_and_decodes_percent() {
         let q = SignedQuery::parse(Some("msg_signature=ab&timestamp=1&nonce=2&echostr=a+b%2Fc%3D%3D"));
         assert_eq!(q.echostr.as_deref(), Some("a+b/c=="));
-        assert_eq!(q.signature_parts().unwrap(), ("ab".into(), "1".into(), "2".into()));
+        assert_eq!(q.signature_parts().unwrap(), ("ab", "1", "2"));
     }
 
     #[test]

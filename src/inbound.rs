@@ -8,6 +8,7 @@
 use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::fmt::Write;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -48,22 +49,36 @@ impl InboundEvent {
     /// (FromUserName + CreateTime) would merge distinct changes in one second, so the change
     /// type, detail, member versions and changed members are all part of the key.
     pub fn dedupe_key(provider: Provider, tenant: &str, e: &ChangeExternalChat) -> String {
-        let mut h = Sha256::new();
-        for part in [
+        // Formatted straight into the hash: no temporary strings per callback. The bytes are
+        // those of the fields' `Debug`/`Display` forms, separated by 0x1f; they must not change,
+        // or a retry that straddles an upgrade would not be recognised.
+        let mut h = HashWriter(Sha256::new());
+        let _ = write!(
+            h,
+            "{}\x1f{tenant}\x1f{}\x1f{:?}\x1f{}\x1f{}\x1f{}\x1f{}\x1f",
             provider.as_str(),
-            tenant,
-            &e.chat_id,
-            &format!("{:?}", e.change_type),
+            e.chat_id,
+            e.change_type,
             e.update_detail.as_ref().map_or("", |d| d.as_str()),
-            &e.create_time.to_string(),
+            e.create_time,
             e.last_mem_ver.as_deref().unwrap_or(""),
             e.cur_mem_ver.as_deref().unwrap_or(""),
-            &e.mem_change_list.join(","),
-        ] {
-            h.update(part.as_bytes());
-            h.update([0x1f]);
+        );
+        for (i, member) in e.mem_change_list.iter().enumerate() {
+            let _ = write!(h, "{}{member}", if i == 0 { "" } else { "," });
         }
-        hex::encode(&h.finalize()[..16])
+        let _ = write!(h, "\x1f");
+        hex::encode(&h.0.finalize()[..16])
+    }
+}
+
+/// Feeds formatted text to a hash.
+struct HashWriter(Sha256);
+
+impl std::fmt::Write for HashWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -223,5 +238,52 @@ async fn flush(broker: &Broker, batch: Vec<Job>) {
             // The caller may have gone (client disconnected); the event is queued all the same.
             let _ = waiter.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{parse_callback, Callback};
+
+    /// The key as first written, with a temporary string per field: the streaming version must
+    /// hash exactly the same bytes.
+    fn reference_key(provider: Provider, tenant: &str, e: &ChangeExternalChat) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            provider.as_str(),
+            tenant,
+            &e.chat_id,
+            &format!("{:?}", e.change_type),
+            e.update_detail.as_ref().map_or("", |d| d.as_str()),
+            &e.create_time.to_string(),
+            e.last_mem_ver.as_deref().unwrap_or(""),
+            e.cur_mem_ver.as_deref().unwrap_or(""),
+            &e.mem_change_list.join(","),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0x1f]);
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+
+    #[test]
+    fn dedupe_key_hashes_the_same_bytes_as_the_reference() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let xml = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let Ok(Callback::ChangeExternalChat(mut e)) = parse_callback(&xml) else { continue };
+            for members in [vec![], vec!["wm1".to_owned()], vec!["wm1".to_owned(), "wm2".to_owned(), "wm3".to_owned()]]
+            {
+                e.mem_change_list = members;
+                assert_eq!(
+                    InboundEvent::dedupe_key(Provider::Wecom, "acme", &e),
+                    reference_key(Provider::Wecom, "acme", &e)
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 18, "fixtures checked: {checked}");
     }
 }
