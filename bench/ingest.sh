@@ -6,9 +6,9 @@
 #
 # Each run starts with WARMUP seconds of the same load, not measured. The previous run's callbacks
 # are purged from the inbound queues, and RabbitMQ compacts its message store only once new
-# messages arrive: that compaction pauses every confirm for about 200 ms, about 2 s into the
-# load. Measured without the warm-up, that pause (the harness's own clean-up) lands in the run
-# and reads as a p99 of 100-150 ms.
+# messages arrive: that compaction pauses every confirm for 130-250 ms, about 2 s into the load.
+# Measured without the warm-up, that pause (the harness's own clean-up) lands in the run and
+# reads as a p99 of 100-190 ms.
 #
 #   bench/ingest.sh                      # RUNS=3 DURATION=10 WARMUP=5 CONNS=64 N=300000
 set -euo pipefail

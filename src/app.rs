@@ -107,7 +107,6 @@ impl Application {
                         in_flight: self.config.amqp.handoff_in_flight,
                     },
                 ),
-                topology: Arc::new(self.broker.topology().clone()),
                 timestamp_window: Some(self.config.http.timestamp_window_secs).filter(|w| *w > 0),
             });
         let ops = Router::new()

@@ -132,7 +132,8 @@ impl Link {
 #[derive(Clone)]
 pub struct Broker {
     url: crate::config::Secret,
-    topology: Topology,
+    /// Shared: a broker is cloned into every flush and worker.
+    topology: Arc<Topology>,
     confirm_timeout: Duration,
     link: watch::Receiver<Option<Link>>,
 }
@@ -144,7 +145,7 @@ impl Broker {
         let (tx, rx) = watch::channel(None);
         let broker = Self {
             url: cfg.url.clone(),
-            topology: Topology::from_config(cfg),
+            topology: Arc::new(Topology::from_config(cfg)),
             confirm_timeout: Duration::from_millis(cfg.confirm_timeout_ms),
             link: rx,
         };
@@ -200,7 +201,6 @@ impl Broker {
                             tx.send_replace(None);
                             let _ = publish.close(200, "groupwatch shutting down").await;
                             let _ = connection.close(200, "groupwatch shutting down").await;
-                            drop(publish);
                             // lapin reads the socket on a thread of its own; one that outlives
                             // the runtime logs an I/O error on a clean exit. Wait for it.
                             match Arc::try_unwrap(connection) {

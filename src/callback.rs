@@ -22,7 +22,6 @@ use crate::model::Provider;
 pub struct CallbackState {
     pub tenants: Arc<HashMap<String, WxCrypt>>,
     pub inbound: Inbound,
-    pub topology: Arc<crate::broker::Topology>,
     /// Maximum distance between the signed `timestamp` and now; `None` disables the check.
     pub timestamp_window: Option<u64>,
 }
@@ -220,10 +219,9 @@ async fn accept_event(
         }
         Callback::ChangeExternalChat(ev) => {
             let chat_id = ev.chat_id.clone();
-            let shard = state.topology.shard_for(&chat_id);
             let inbound = InboundEvent::new(Provider::Wecom, tenant, *ev, now_ms());
             let key = inbound.key.clone();
-            state.inbound.hand_off(inbound, shard).await?;
+            state.inbound.hand_off(inbound).await?;
             tracing::info!(tenant, chat_id, event_key = key, "callback accepted");
             Ok("accepted")
         }

@@ -90,6 +90,7 @@ impl std::fmt::Write for HashWriter {
 #[derive(Clone)]
 pub struct Inbound {
     jobs: mpsc::Sender<Job>,
+    broker: Broker,
 }
 
 /// A failed hand-off, shared by every callback of the batch.
@@ -124,12 +125,13 @@ impl Inbound {
     /// Starts the batcher. It ends when the last `Inbound` clone is dropped.
     pub fn new(broker: Broker, batching: Batching) -> Self {
         let (tx, rx) = mpsc::channel(8 * batching.max_events);
-        tokio::spawn(batcher(broker, rx, batching));
-        Self { jobs: tx }
+        tokio::spawn(batcher(broker.clone(), rx, batching));
+        Self { jobs: tx, broker }
     }
 
-    /// Returns once the broker has confirmed the event is stored in its shard's inbound queue.
-    pub async fn hand_off(&self, event: InboundEvent, shard: u16) -> Result<(), HandOffError> {
+    /// Returns once the broker has confirmed the event is stored in its chat's shard queue.
+    pub async fn hand_off(&self, event: InboundEvent) -> Result<(), HandOffError> {
+        let shard = self.broker.topology().shard_for(&event.event.chat_id);
         let (done, result) = oneshot::channel();
         let unavailable = || HandOffError(Arc::new(BrokerError::Unavailable));
         self.jobs.send(Job { event, shard, done }).await.map_err(|_| unavailable())?;
