@@ -2,8 +2,9 @@
 //! Run: `cargo bench --bench diff`
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use groupwatch::diff::{diff, ChangeReport, Observed, ReportKind};
-use groupwatch::model::{GroupKey, GroupSnapshot, Member, Provider, StoredGroup};
+use groupwatch::core::diff::{diff, Observed};
+use groupwatch::core::model::{GroupKey, GroupSnapshot, Member, Provider, StoredGroup};
+use groupwatch::core::report::{ChangeReport, ReportKind};
 use std::hint::black_box;
 
 fn member(i: usize) -> Member {

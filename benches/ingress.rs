@@ -2,9 +2,9 @@
 //! Run: `cargo bench --bench ingress`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use groupwatch::crypto::WxCrypt;
-use groupwatch::event::{parse_callback, parse_envelope};
-use groupwatch::replay::{sign_event, SignedCallback};
+use groupwatch::provider::wecom::xml::{parse_callback, parse_envelope};
+use groupwatch::provider::wxbiz::WxCrypt;
+use groupwatch::tools::replay::{sign_event, SignedCallback};
 use std::hint::black_box;
 
 // The allocator `serve` runs with (see src/main.rs), so the figure is the server's.

@@ -7,9 +7,9 @@
 use futures_util::StreamExt;
 use groupwatch::app::Application;
 use groupwatch::config::Config;
-use groupwatch::model::GroupEvent;
-use groupwatch::replay::Replayer;
+use groupwatch::core::model::GroupEvent;
 use groupwatch::sim::{self, SimClient, SimState};
+use groupwatch::tools::replay::Replayer;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use serde_json::json;

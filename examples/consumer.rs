@@ -16,7 +16,7 @@
 
 use clap::Parser;
 use futures_util::StreamExt;
-use groupwatch::model::GroupEvent;
+use groupwatch::core::model::GroupEvent;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;

@@ -3,8 +3,8 @@
 //!
 //! `cargo run --release --example gen_callbacks -- OUT_FILE N [TENANT [FIRST]]`
 
-use groupwatch::crypto::WxCrypt;
-use groupwatch::replay::sign_event;
+use groupwatch::provider::wxbiz::WxCrypt;
+use groupwatch::tools::replay::sign_event;
 use std::io::Write;
 
 // The bench tenant's credentials (bench/groupwatch-bench.toml).

@@ -16,16 +16,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::broker::Broker;
-use crate::callback::{self, CallbackState};
 use crate::config::Config;
-use crate::inbound::{Batching, Inbound};
-use crate::pipeline::{Halt, Pipeline, Settings};
+use crate::ingress::{self, CallbackState};
 use crate::provider::wecom::{ApiLimits, WecomClient};
-use crate::publish::Publisher;
-use crate::resync;
+use crate::queue::broker::Broker;
+use crate::queue::inbound::{Batching, Inbound};
+use crate::queue::publish::Publisher;
 use crate::store::{self, SnapshotStore};
 use crate::telemetry;
+use crate::worker::pipeline::{Halt, Pipeline, Settings};
+use crate::worker::resync;
 use crate::worker::Worker;
 
 /// Test-only fault injection points.
@@ -97,7 +97,7 @@ impl Application {
             .map(|t| Ok((t.tenant.clone(), t.crypt()?)))
             .collect::<anyhow::Result<HashMap<_, _>>>()?;
         let callbacks = Router::new()
-            .route("/wecom/{tenant}/callback", get(callback::verify_url).post(callback::receive_event))
+            .route("/wecom/{tenant}/callback", get(ingress::verify_url).post(ingress::receive_event))
             .with_state(CallbackState {
                 tenants: Arc::new(tenants),
                 inbound: Inbound::new(
@@ -156,7 +156,7 @@ impl Application {
         match self.listener {
             Some(listener) => {
                 let header_timeout = Duration::from_millis(self.config.http.request_timeout_ms);
-                crate::http::serve(listener, router, header_timeout, stop_intake).await;
+                crate::ingress::server::serve(listener, router, header_timeout, stop_intake).await;
             }
             None => stop_intake.cancelled().await,
         }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::crypto;
+use crate::provider::wxbiz as crypto;
 
 pub const ENV_PREFIX: &str = "GROUPWATCH__";
 

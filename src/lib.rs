@@ -1,30 +1,21 @@
-//! groupwatch: WeCom customer-group change callbacks in, trustworthy member events out.
+//! groupwatch: chat-platform group-change notifications in, trustworthy member events out.
 //!
-//! The flow, module by module:
-//! `http` (accept loop) → `callback` (HTTP in) → `crypto` / `event` (verify, decrypt, parse) →
-//! `inbound` (durable hand-off to RabbitMQ, sharded by chat) → `worker` (per-chat actors) →
-//! `pipeline` (fetch via `provider`, reconcile, `diff`) → `publish` (AMQP out). `broker` owns
-//! the one AMQP connection, `store` keeps the last snapshot of each group, `config` is loaded
-//! once at start-up, `model` is the provider-neutral core. `sim` stands in for the WeCom API in
-//! tests and `demo`.
+//! The folders are the flow:
+//! `ingress` (HTTP in) → `provider/<vendor>` (verify, decrypt, map to reports) → `queue`
+//! (durable hand-off to RabbitMQ, sharded by chat) → `worker` (per-chat actors; the pipeline
+//! fetches via `provider`, judges consistency and diffs with `core`) → `store` (snapshot and
+//! outbox in one transaction) → `queue::publish` (AMQP out). `core` is provider-neutral and does
+//! no I/O. `config` is loaded once at start-up; `app` wires everything; `sim` stands in for the
+//! vendors' APIs in tests and `demo`; `tools` holds `replay` and `demo`.
 
 pub mod app;
-pub mod broker;
-pub mod callback;
 pub mod config;
-pub mod crypto;
-pub mod demo;
-pub mod diff;
-pub mod event;
-pub mod http;
-pub mod inbound;
-pub mod model;
-pub mod pipeline;
+pub mod core;
+pub mod ingress;
 pub mod provider;
-pub mod publish;
-pub mod replay;
-pub mod resync;
+pub mod queue;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 pub mod worker;

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use groupwatch::app::Application;
 use groupwatch::config::Config;
-use groupwatch::replay::Replayer;
 use groupwatch::telemetry;
+use groupwatch::tools::replay::Replayer;
 
 #[derive(Parser)]
 #[command(name = "groupwatch", version, about = "WeCom customer-group callbacks in, member events on RabbitMQ out")]
@@ -135,7 +135,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Replay { config, dead_letters: true, .. } => {
             let config = load_config(&config)?;
-            let s = groupwatch::replay::replay_dead_letters(&config.amqp).await?;
+            let s = groupwatch::tools::replay::replay_dead_letters(&config.amqp).await?;
             println!(
                 "re-injected {} events from {} dead letters; {} left in the dead-letter queue (not groupwatch batches)",
                 s.events, s.messages, s.left
@@ -191,7 +191,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 // lapin reports the demo's own orderly disconnect as an error; it is not one.
                 level: "warn,lapin=off".into(),
             });
-            groupwatch::demo::run(&amqp_url).await?;
+            groupwatch::tools::demo::run(&amqp_url).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

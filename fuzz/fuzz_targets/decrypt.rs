@@ -9,7 +9,7 @@
 //! - round trip: 16 bytes of random prefix, then the message.
 #![no_main]
 
-use groupwatch::crypto::CryptoError;
+use groupwatch::provider::wxbiz::CryptoError;
 use groupwatch_fuzz::{crypt, raw_encrypt, reference_frame, MODE_FRAME, MODE_RAW, RECEIVE_IDS};
 use libfuzzer_sys::fuzz_target;
 

@@ -2,7 +2,7 @@
 //! survives a serde_json round trip unchanged (it is what the inbound queue carries).
 #![no_main]
 
-use groupwatch::event::{parse_callback, Callback, ChangeExternalChat};
+use groupwatch::provider::wecom::xml::{parse_callback, Callback, ChangeExternalChat};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 use aes::cipher::{block_padding::NoPadding, BlockEncryptMut, KeyIvInit};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use groupwatch::crypto::{decode_aes_key, WxCrypt};
+use groupwatch::provider::wxbiz::{decode_aes_key, WxCrypt};
 
 /// Official WeCom test vector (doc 90968).
 pub const TOKEN: &str = "QDG6eK";
@@ -38,7 +38,7 @@ pub fn raw_encrypt(frame: &[u8]) -> String {
 }
 
 /// Reference parser of a decrypted frame `random(16) ‖ len(u32 BE) ‖ msg ‖ receive_id ‖ pad`,
-/// written independently of `groupwatch::crypto` for a differential check.
+/// written independently of `groupwatch::provider::wxbiz` for a differential check.
 pub fn reference_frame(frame: &[u8], receive_id: &str) -> Option<Vec<u8>> {
     if frame.is_empty() || frame.len() % 32 != 0 {
         return None;

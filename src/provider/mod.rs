@@ -2,11 +2,12 @@
 //! provider-neutral snapshots and a classified error.
 
 pub mod wecom;
+pub mod wxbiz;
 
 use async_trait::async_trait;
 use std::time::Duration;
 
-use crate::model::GroupSnapshot;
+use crate::core::model::GroupSnapshot;
 
 /// Why a fetch failed, classified by what the caller should do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::model::{GroupKey, GroupSnapshot, Provider, StoredGroup};
+use crate::core::model::{GroupKey, GroupSnapshot, Provider, StoredGroup};
 
 #[async_trait]
 pub trait SnapshotStore: Send + Sync {

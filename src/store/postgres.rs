@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::{GroupRow, SnapshotStore, StoreError, GROUP_COLUMNS};
-use crate::model::{GroupKey, Provider, StoredGroup};
+use crate::core::model::{GroupKey, Provider, StoredGroup};
 
 /// Each operation is one short statement, so a few connections serve an instance; several
 /// instances share the server's connection limit.

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::{GroupRow, SnapshotStore, StoreError, GROUP_COLUMNS};
-use crate::model::{GroupKey, Provider, StoredGroup};
+use crate::core::model::{GroupKey, Provider, StoredGroup};
 
 /// How long a statement waits for another connection's write lock before failing with "database
 /// is locked"; SQLite allows one writer at a time, even in WAL mode.

@@ -1,0 +1,255 @@
+//! HTTP in: WeCom's URL verification (GET) and event receipt (POST).
+//!
+//! Handlers stay thin: look up the tenant, verify, decrypt, parse, hand off, answer. The group
+//! re-fetch never happens here; WeCom gives us 5 seconds and retries on anything but 200.
+
+pub mod server;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::core::model::Provider;
+use crate::provider::wecom::xml::{self, Callback, ParseError};
+use crate::provider::wxbiz::{CryptoError, WxCrypt};
+use crate::queue::inbound::{Inbound, InboundEvent};
+
+/// What the callback routes need: each tenant's crypto and the inbound hand-off.
+#[derive(Clone)]
+pub struct CallbackState {
+    pub tenants: Arc<HashMap<String, WxCrypt>>,
+    pub inbound: Inbound,
+    /// Maximum distance between the signed `timestamp` and now; `None` disables the check.
+    pub timestamp_window: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("unknown tenant")]
+    UnknownTenant,
+    #[error("missing query parameter {0}")]
+    MissingParam(&'static str),
+    #[error("timestamp outside the accepted window")]
+    StaleTimestamp,
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("body is not UTF-8")]
+    NotUtf8,
+    #[error("envelope: {0}")]
+    Envelope(ParseError),
+    #[error("event: {0}")]
+    Event(ParseError),
+    #[error("event could not be handed off: {0}")]
+    Unavailable(#[from] crate::queue::inbound::HandOffError),
+}
+
+impl CallbackError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownTenant => StatusCode::NOT_FOUND,
+            Self::MissingParam("msg_signature" | "timestamp" | "nonce") => StatusCode::UNAUTHORIZED,
+            Self::Crypto(CryptoError::BadSignature) | Self::StaleTimestamp => StatusCode::UNAUTHORIZED,
+            Self::MissingParam(_) | Self::Crypto(_) | Self::NotUtf8 | Self::Envelope(_) | Self::Event(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::UnknownTenant => "unknown_tenant",
+            Self::MissingParam(_) | Self::Crypto(CryptoError::BadSignature) => "bad_signature",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::Crypto(CryptoError::ReceiveIdMismatch) => "wrong_receive_id",
+            Self::Crypto(_) | Self::NotUtf8 | Self::Envelope(_) => "malformed",
+            Self::Event(_) => "bad_event",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for CallbackError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // The message names the failing step only; it never echoes plaintext or keys.
+        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.to_string()).into_response()
+    }
+}
+
+/// The signed query parameters. Parsed by hand: a form decoder would turn a literal `+` of a
+/// base64 `echostr` into a space and break the signature.
+#[derive(Debug, Default)]
+struct SignedQuery<'q> {
+    msg_signature: Option<Cow<'q, str>>,
+    timestamp: Option<Cow<'q, str>>,
+    nonce: Option<Cow<'q, str>>,
+    echostr: Option<Cow<'q, str>>,
+}
+
+impl<'q> SignedQuery<'q> {
+    /// Borrows from the raw query; only a percent-encoded value is copied.
+    fn parse(raw: Option<&'q str>) -> Self {
+        let mut q = Self::default();
+        for pair in raw.unwrap_or_default().split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+            match name {
+                "msg_signature" => q.msg_signature = Some(value),
+                "timestamp" => q.timestamp = Some(value),
+                "nonce" => q.nonce = Some(value),
+                "echostr" => q.echostr = Some(value),
+                _ => {}
+            }
+        }
+        q
+    }
+
+    fn require<'a>(field: &'a Option<Cow<'q, str>>, name: &'static str) -> Result<&'a str, CallbackError> {
+        field.as_deref().filter(|v| !v.is_empty()).ok_or(CallbackError::MissingParam(name))
+    }
+
+    /// (msg_signature, timestamp, nonce)
+    fn signature_parts(&self) -> Result<(&str, &str, &str), CallbackError> {
+        Ok((
+            Self::require(&self.msg_signature, "msg_signature")?,
+            Self::require(&self.timestamp, "timestamp")?,
+            Self::require(&self.nonce, "nonce")?,
+        ))
+    }
+}
+
+impl CallbackState {
+    fn tenant(&self, tenant: &str) -> Result<&WxCrypt, CallbackError> {
+        self.tenants.get(tenant).ok_or(CallbackError::UnknownTenant)
+    }
+
+    /// Refuses a replayed (or badly clocked) request before any crypto work.
+    fn check_timestamp(&self, timestamp: &str) -> Result<(), CallbackError> {
+        let Some(window) = self.timestamp_window else { return Ok(()) };
+        let ts: i64 = timestamp.parse().map_err(|_| CallbackError::StaleTimestamp)?;
+        let now = now_ms() / 1000;
+        if ts.abs_diff(now) > window {
+            return Err(CallbackError::StaleTimestamp);
+        }
+        Ok(())
+    }
+}
+
+fn record(tenant: &str, outcome: &'static str, started: Instant) {
+    // Unknown tenants are attacker-chosen strings: do not let them create metric series.
+    let tenant = if outcome == "unknown_tenant" { "unknown" } else { tenant };
+    metrics::counter!("groupwatch_callbacks_total", "tenant" => tenant.to_owned(), "outcome" => outcome).increment(1);
+    metrics::histogram!("groupwatch_callback_seconds", "outcome" => outcome).record(started.elapsed());
+}
+
+/// `GET /wecom/{tenant}/callback`: answers the decrypted `echostr`, exactly, as plain text.
+pub async fn verify_url(
+    State(state): State<CallbackState>,
+    Path(tenant): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    let result = (|| {
+        let crypt = state.tenant(&tenant)?;
+        let q = SignedQuery::parse(query.as_deref());
+        let (sig, ts, nonce) = q.signature_parts()?;
+        state.check_timestamp(ts)?;
+        let echostr = SignedQuery::require(&q.echostr, "echostr")?;
+        Ok::<_, CallbackError>(crypt.verify_and_decrypt(sig, ts, nonce, echostr)?)
+    })();
+    match result {
+        Ok(plain) => {
+            record(&tenant, "verified", started);
+            tracing::info!(tenant, "callback URL verified");
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], plain).into_response()
+        }
+        Err(e) => reject(&tenant, e, started),
+    }
+}
+
+fn reject(tenant: &str, e: CallbackError, started: Instant) -> Response {
+    record(tenant, e.outcome(), started);
+    if matches!(e, CallbackError::Unavailable(_)) {
+        tracing::warn!(tenant, error = %e, "callback not accepted; WeCom will retry");
+    } else {
+        tracing::debug!(tenant, error = %e, "callback rejected");
+    }
+    e.into_response()
+}
+
+/// `POST /wecom/{tenant}/callback`: verify, decrypt, parse, hand off durably, then `success`.
+pub async fn receive_event(
+    State(state): State<CallbackState>,
+    Path(tenant): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    match accept_event(&state, &tenant, query.as_deref(), &body).await {
+        Ok(outcome) => {
+            record(&tenant, outcome, started);
+            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "success").into_response()
+        }
+        Err(e) => reject(&tenant, e, started),
+    }
+}
+
+async fn accept_event(
+    state: &CallbackState,
+    tenant: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<&'static str, CallbackError> {
+    let crypt = state.tenant(tenant)?;
+    let q = SignedQuery::parse(query);
+    let (sig, ts, nonce) = q.signature_parts()?;
+    state.check_timestamp(ts)?;
+    let body = std::str::from_utf8(body).map_err(|_| CallbackError::NotUtf8)?;
+    let encrypted = xml::parse_envelope(body).map_err(CallbackError::Envelope)?;
+    let plain = crypt.verify_and_decrypt(sig, ts, nonce, &encrypted)?;
+    match xml::parse_callback(&plain).map_err(CallbackError::Event)? {
+        Callback::Other { kind } => {
+            metrics::counter!("groupwatch_callbacks_ignored_total", "kind" => kind.clone()).increment(1);
+            tracing::debug!(tenant, kind, "ignoring a callback that is not change_external_chat");
+            Ok("ignored")
+        }
+        Callback::ChangeExternalChat(ev) => {
+            let chat_id = ev.chat_id.clone();
+            let inbound = InboundEvent::new(Provider::Wecom, tenant, *ev, now_ms());
+            let key = inbound.key.clone();
+            state.inbound.hand_off(inbound).await?;
+            tracing::info!(tenant, chat_id, event_key = key, "callback accepted");
+            Ok("accepted")
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_keeps_literal_plus_and_decodes_percent() {
+        let q = SignedQuery::parse(Some("msg_signature=ab&timestamp=1&nonce=2&echostr=a+b%2Fc%3D%3D"));
+        assert_eq!(q.echostr.as_deref(), Some("a+b/c=="));
+        assert_eq!(q.signature_parts().unwrap(), ("ab", "1", "2"));
+    }
+
+    #[test]
+    fn missing_signature_is_401_and_missing_echostr_400() {
+        let q = SignedQuery::parse(Some("timestamp=1&nonce=2"));
+        let e = q.signature_parts().unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(SignedQuery::require(&q.echostr, "echostr").unwrap_err().status(), StatusCode::BAD_REQUEST);
+    }
+}

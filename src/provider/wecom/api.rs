@@ -1,0 +1,432 @@
+//! WeCom's server API: `gettoken`, `externalcontact/groupchat/get` and `/list`.
+//!
+//! Tokens are cached per (api_base, corp, secret) and refreshed by one caller at a time
+//! (single flight), a few minutes before they expire and whenever WeCom says a token is invalid
+//! (40001/40014/42001), after which the call is retried once.
+
+use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+use crate::config::{Secret, WecomTenant};
+use crate::core::model::{GroupSnapshot, Member};
+use crate::provider::{FetchError, GroupSource};
+
+/// Refresh this long before WeCom's stated expiry, so no call races the deadline.
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
+const TOKEN_ERRCODES: [i64; 3] = [40001, 40014, 42001];
+/// `groupchat/list` accepts at most 100 owners per call.
+pub const OWNER_BATCH: usize = 100;
+
+struct CachedToken {
+    value: String,
+    refresh_at: Instant,
+}
+
+/// One (api_base, corp, secret): its token cache, base URL and the limits that protect the
+/// corp's API quota: a rate limiter, a bound on calls in flight (45033) and a pause after 45009.
+struct CorpApi {
+    api_base: String,
+    corp_id: String,
+    secret: Secret,
+    token: tokio::sync::Mutex<Option<CachedToken>>,
+    rate: DefaultDirectRateLimiter,
+    in_flight: Semaphore,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl CorpApi {
+    /// While paused after a 45009, calls fail fast so that the chats reschedule themselves
+    /// instead of queueing behind the pause.
+    fn check_pause(&self) -> Result<(), FetchError> {
+        let paused = self.paused_until.lock().expect("pause lock");
+        match *paused {
+            Some(until) if until > Instant::now() => {
+                Err(FetchError::RateLimited { errcode: 45009, wait: until - Instant::now() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn pause(&self, wait: Duration) {
+        *self.paused_until.lock().expect("pause lock") = Some(Instant::now() + wait);
+        metrics::counter!("groupwatch_wecom_api_pauses_total").increment(1);
+        tracing::warn!(corp_id = %self.corp_id, pause = ?wait, "WeCom rate limit hit (45009); pausing this corp's calls");
+    }
+}
+
+/// Client-side limits per corp, from `[worker]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    pub per_minute: u32,
+    pub concurrency: u32,
+    pub timeout: Duration,
+    /// WeCom's per-minute limit clears after its window: pause that long on 45009.
+    pub rate_limit_pause: Duration,
+}
+
+#[derive(Clone)]
+pub struct WecomClient {
+    http: reqwest::Client,
+    rate_limit_pause: Duration,
+    /// Every WeCom API call made by this client, gettoken included (for resync's summary).
+    calls: Arc<std::sync::atomic::AtomicU64>,
+    tenants: Arc<HashMap<String, Arc<CorpApi>>>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    #[serde(default)]
+    errcode: i64,
+    #[serde(default)]
+    errmsg: String,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default = "default_expiry")]
+    expires_in: u64,
+}
+
+fn default_expiry() -> u64 {
+    7200
+}
+
+#[derive(Deserialize)]
+struct GroupChatResponse {
+    group_chat: WecomGroupChat,
+}
+
+#[derive(Deserialize)]
+struct WecomGroupChat {
+    chat_id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    create_time: i64,
+    #[serde(default)]
+    notice: String,
+    #[serde(default)]
+    member_list: Vec<WecomMember>,
+    #[serde(default)]
+    admin_list: Vec<UserRef>,
+    #[serde(default)]
+    member_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UserRef {
+    userid: String,
+}
+
+#[derive(Deserialize)]
+struct WecomMember {
+    userid: String,
+    #[serde(rename = "type", default)]
+    member_type: Option<i64>,
+    #[serde(default)]
+    unionid: Option<String>,
+    #[serde(default)]
+    join_time: Option<i64>,
+    #[serde(default)]
+    join_scene: Option<i64>,
+    #[serde(default)]
+    invitor: Option<UserRef>,
+    #[serde(default)]
+    group_nickname: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+impl From<WecomGroupChat> for GroupSnapshot {
+    fn from(g: WecomGroupChat) -> Self {
+        GroupSnapshot {
+            chat_id: g.chat_id,
+            name: g.name,
+            owner: g.owner,
+            notice: g.notice,
+            create_time: g.create_time,
+            admins: g.admin_list.into_iter().map(|a| a.userid).collect(),
+            member_version: non_empty(g.member_version),
+            members: g
+                .member_list
+                .into_iter()
+                .map(|m| Member {
+                    userid: m.userid,
+                    member_type: m.member_type,
+                    unionid: non_empty(m.unionid),
+                    join_time: m.join_time,
+                    join_scene: m.join_scene,
+                    invitor: m.invitor.map(|i| i.userid).filter(|s| !s.is_empty()),
+                    group_nickname: non_empty(m.group_nickname),
+                    name: non_empty(m.name),
+                })
+                .collect(),
+        }
+        .normalised()
+    }
+}
+
+#[derive(Deserialize)]
+struct ListResponse {
+    #[serde(default)]
+    group_chat_list: Vec<ListedChat>,
+    #[serde(default)]
+    next_cursor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ListedChat {
+    pub chat_id: String,
+    #[serde(default)]
+    pub status: i64,
+}
+
+/// Allows a sixth of the per-minute budget as a burst, so a quiet corp can absorb a spike.
+fn quota(per_minute: u32) -> Quota {
+    let per_minute = NonZeroU32::new(per_minute.max(1)).expect("positive");
+    let burst = NonZeroU32::new((per_minute.get() / 6).max(1)).expect("positive");
+    Quota::per_minute(per_minute).allow_burst(burst)
+}
+
+/// Classifies a non-zero errcode of an API call.
+fn classify(errcode: i64, errmsg: String, rate_limit_pause: Duration) -> FetchError {
+    match errcode {
+        -1 | 45033 => FetchError::Transient(format!("errcode {errcode}: {errmsg}")),
+        45009 => FetchError::RateLimited { errcode, wait: rate_limit_pause },
+        _ => FetchError::Permanent { errcode, errmsg },
+    }
+}
+
+/// Turns a transport error into a transient one. `without_url` matters: URLs carry the
+/// access token or the corp secret.
+fn transport(e: reqwest::Error) -> FetchError {
+    FetchError::Transient(e.without_url().to_string())
+}
+
+impl WecomClient {
+    pub fn new(tenants: &[WecomTenant], limits: ApiLimits) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(limits.timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("a TLS backend is compiled in");
+        let mut shared: HashMap<(String, String, String), Arc<CorpApi>> = HashMap::new();
+        let mut by_tenant = HashMap::new();
+        for t in tenants {
+            let api_base = t.api_base.trim_end_matches('/').to_owned();
+            let id = (api_base.clone(), t.corp_id.clone(), t.secret.expose().to_owned());
+            let api = shared
+                .entry(id)
+                .or_insert_with(|| {
+                    Arc::new(CorpApi {
+                        api_base,
+                        corp_id: t.corp_id.clone(),
+                        secret: t.secret.clone(),
+                        token: tokio::sync::Mutex::new(None),
+                        rate: RateLimiter::direct(quota(limits.per_minute)),
+                        in_flight: Semaphore::new(limits.concurrency as usize),
+                        paused_until: Mutex::new(None),
+                    })
+                })
+                .clone();
+            by_tenant.insert(t.tenant.clone(), api);
+        }
+        Self {
+            http,
+            rate_limit_pause: limits.rate_limit_pause,
+            calls: Default::default(),
+            tenants: Arc::new(by_tenant),
+        }
+    }
+
+    fn count_call(&self, api: &'static str) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("groupwatch_wecom_api_calls_total", "api" => api).increment(1);
+    }
+
+    /// WeCom API calls made so far by this client.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn api(&self, tenant: &str) -> Result<&Arc<CorpApi>, FetchError> {
+        self.tenants
+            .get(tenant)
+            .ok_or_else(|| FetchError::Permanent { errcode: 0, errmsg: format!("unknown tenant {tenant:?}") })
+    }
+
+    /// A valid token, fetching one if there is none or `stale` is the cached one.
+    async fn token(&self, api: &CorpApi, stale: Option<&str>) -> Result<String, FetchError> {
+        let mut slot = api.token.lock().await;
+        if let Some(t) = slot.as_ref() {
+            if Instant::now() < t.refresh_at && stale != Some(t.value.as_str()) {
+                return Ok(t.value.clone());
+            }
+        }
+        self.count_call("gettoken");
+        let resp = self
+            .http
+            .get(format!("{}/cgi-bin/gettoken", api.api_base))
+            .query(&[("corpid", api.corp_id.as_str()), ("corpsecret", api.secret.expose())])
+            .send()
+            .await
+            .map_err(transport)?;
+        if resp.status().is_server_error() {
+            return Err(FetchError::Transient(format!("gettoken: HTTP {}", resp.status())));
+        }
+        let body: serde_json::Value = resp.json().await.map_err(transport)?;
+        let status: Status =
+            serde_json::from_value(body.clone()).unwrap_or(Status { errcode: -1, errmsg: String::new() });
+        if status.errcode != 0 {
+            tracing::warn!(corp_id = %api.corp_id, errcode = status.errcode, errmsg = %status.errmsg, "gettoken failed");
+            return Err(classify(status.errcode, format!("gettoken: {}", status.errmsg), self.rate_limit_pause));
+        }
+        let token: TokenResponse = serde_json::from_value(body)
+            .map_err(|e| FetchError::Transient(format!("gettoken: unexpected answer: {e}")))?;
+        let lifetime = Duration::from_secs(token.expires_in).saturating_sub(TOKEN_MARGIN).max(Duration::from_secs(60));
+        *slot = Some(CachedToken { value: token.access_token.clone(), refresh_at: Instant::now() + lifetime });
+        Ok(token.access_token)
+    }
+
+    /// POSTs to an API path with the tenant's token; refreshes the token and retries once when
+    /// WeCom says it is invalid or expired.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        tenant: &str,
+        api_name: &'static str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, FetchError> {
+        let api = self.api(tenant)?;
+        api.check_pause()?;
+        let _permit = api.in_flight.acquire().await.expect("semaphore is never closed");
+        let mut stale: Option<String> = None;
+        loop {
+            let token = self.token(api, stale.as_deref()).await?;
+            api.rate.until_ready().await;
+            self.count_call(api_name);
+            let resp = self
+                .http
+                .post(format!("{}{path}", api.api_base))
+                .query(&[("access_token", token.as_str())])
+                .json(body)
+                .send()
+                .await
+                .map_err(transport)?;
+            if !resp.status().is_success() {
+                return Err(FetchError::Transient(format!("{api_name}: HTTP {}", resp.status())));
+            }
+            let value: serde_json::Value = resp.json().await.map_err(transport)?;
+            let status: Status = serde_json::from_value(value.clone())
+                .map_err(|e| FetchError::Transient(format!("{api_name}: unexpected answer: {e}")))?;
+            match status.errcode {
+                0 => {
+                    return serde_json::from_value(value)
+                        .map_err(|e| FetchError::Transient(format!("{api_name}: unexpected answer: {e}")))
+                }
+                code if TOKEN_ERRCODES.contains(&code) && stale.is_none() => {
+                    tracing::info!(tenant, errcode = code, "access token rejected; refreshing");
+                    stale = Some(token);
+                }
+                code => {
+                    let err = classify(code, status.errmsg, self.rate_limit_pause);
+                    if let FetchError::RateLimited { wait, .. } = &err {
+                        api.pause(*wait);
+                    }
+                    tracing::warn!(tenant, api = api_name, errcode = code, error = %err, "WeCom API error");
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    pub async fn group_chat(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, FetchError> {
+        let body = json!({ "chat_id": chat_id, "need_name": 1 });
+        let resp: GroupChatResponse =
+            self.call(tenant, "groupchat_get", "/cgi-bin/externalcontact/groupchat/get", &body).await?;
+        Ok(resp.group_chat.into())
+    }
+
+    /// Every chat visible to the tenant's app, optionally only those of `owners` (batched by
+    /// 100, as WeCom requires), following cursors to the end.
+    pub async fn list_chats(
+        &self,
+        tenant: &str,
+        owners: &[String],
+        page_size: u32,
+    ) -> Result<Vec<ListedChat>, FetchError> {
+        let batches: Vec<Option<&[String]>> =
+            if owners.is_empty() { vec![None] } else { owners.chunks(OWNER_BATCH).map(Some).collect() };
+        let mut chats = Vec::new();
+        for batch in batches {
+            let mut cursor = String::new();
+            loop {
+                let mut body = json!({ "status_filter": 0, "cursor": cursor, "limit": page_size.clamp(1, 1000) });
+                if let Some(owners) = batch {
+                    body["owner_filter"] = json!({ "userid_list": owners });
+                }
+                let page: ListResponse =
+                    self.call(tenant, "groupchat_list", "/cgi-bin/externalcontact/groupchat/list", &body).await?;
+                chats.extend(page.group_chat_list);
+                if page.next_cursor.is_empty() {
+                    break;
+                }
+                cursor = page.next_cursor;
+            }
+        }
+        Ok(chats)
+    }
+}
+
+#[async_trait]
+impl GroupSource for WecomClient {
+    async fn fetch_group(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, FetchError> {
+        self.group_chat(tenant, chat_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_example_maps_to_snapshot() {
+        let doc = include_str!("../../../fixtures/wecom/groupchat_get.json");
+        let resp: GroupChatResponse = serde_json::from_str(doc).unwrap();
+        let s: GroupSnapshot = resp.group_chat.into();
+        assert_eq!(s.chat_id, "wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA");
+        assert_eq!(s.owner, "ZhuShengBen");
+        assert_eq!(s.admins, ["sam", "pony"]);
+        assert_eq!(s.member_version.as_deref(), Some("71217227bbd112ecfe3a49c482195cb4"));
+        assert_eq!(s.members[0].userid, "abel");
+        assert_eq!(s.members[0].invitor.as_deref(), Some("jack"));
+        assert_eq!(s.members[0].member_type, Some(1));
+        assert_eq!(s.members[1].unionid.as_deref(), Some("ozynqsulJFCZ2z1aYeS8h-nuasdAAA"));
+        assert_eq!(s.members[1].invitor, None);
+        assert_eq!(s.members[1].name.as_deref(), Some("王语嫣"));
+    }
+
+    #[test]
+    fn errcodes_are_classified() {
+        let pause = Duration::from_secs(60);
+        assert!(matches!(classify(-1, "busy".into(), pause), FetchError::Transient(_)));
+        assert!(matches!(classify(45033, "".into(), pause), FetchError::Transient(_)));
+        assert_eq!(classify(45009, "".into(), pause), FetchError::RateLimited { errcode: 45009, wait: pause });
+        assert_eq!(classify(48002, "no".into(), pause), FetchError::Permanent { errcode: 48002, errmsg: "no".into() });
+    }
+}

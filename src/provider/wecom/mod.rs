@@ -1,0 +1,9 @@
+//! WeCom (企业微信): the `change_external_chat` callback (`xml`, `callback`) and the server API
+//! (`api`).
+
+pub mod api;
+pub mod callback;
+pub mod xml;
+
+pub use api::{ApiLimits, ListedChat, WecomClient, OWNER_BATCH};
+pub use callback::report_of;

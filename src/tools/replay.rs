@@ -1,0 +1,132 @@
+//! `groupwatch replay`: plays WeCom. Encrypts and signs fixture events with a tenant's Token and
+//! EncodingAESKey and POSTs them to a callback URL exactly as WeCom would.
+
+use rand::Rng;
+use std::path::{Path, PathBuf};
+
+use crate::config::WecomTenant;
+use crate::provider::wxbiz::WxCrypt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("bad callback URL {0:?}")]
+    Url(String),
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A signed, encrypted POST as WeCom sends it.
+pub struct SignedCallback {
+    pub query: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+/// Builds WeCom's POST for a plaintext event: the `<xml>` envelope and the signed query.
+pub fn sign_event(crypt: &WxCrypt, plaintext: &[u8], timestamp: i64) -> SignedCallback {
+    let encrypted = crypt.encrypt(plaintext);
+    let timestamp = timestamp.to_string();
+    let nonce = rand::thread_rng().gen_range(1_000_000_000u64..10_000_000_000).to_string();
+    let signature = crypt.signature(&timestamp, &nonce, &encrypted);
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>",
+        crypt.receive_id()
+    );
+    SignedCallback { query: vec![("msg_signature", signature), ("timestamp", timestamp), ("nonce", nonce)], body }
+}
+
+pub struct Replayer {
+    crypt: WxCrypt,
+    url: url::Url,
+    http: reqwest::Client,
+}
+
+impl Replayer {
+    pub fn new(tenant: &WecomTenant, url: &str) -> Result<Self, ReplayError> {
+        let url = url::Url::parse(url).map_err(|_| ReplayError::Url(url.to_owned()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ReplayError::Url(url.to_string()));
+        }
+        let crypt = tenant.crypt().map_err(|_| ReplayError::Url("tenant has a bad key".into()))?;
+        Ok(Self { crypt, url, http: reqwest::Client::new() })
+    }
+
+    /// POSTs one plaintext event and returns the HTTP status.
+    pub async fn post(&self, plaintext: &[u8]) -> Result<reqwest::StatusCode, ReplayError> {
+        let signed = sign_event(&self.crypt, plaintext, crate::core::clock::now_ms() / 1000);
+        let mut url = self.url.clone();
+        url.query_pairs_mut().extend_pairs(signed.query.iter().map(|(k, v)| (*k, v.as_str())));
+        let response = self.http.post(url).header("content-type", "text/xml").body(signed.body).send().await?;
+        Ok(response.status())
+    }
+
+    pub async fn post_file(&self, path: &Path) -> Result<reqwest::StatusCode, ReplayError> {
+        let xml = std::fs::read(path).map_err(|source| ReplayError::Read { path: path.into(), source })?;
+        self.post(&xml).await
+    }
+}
+
+/// What `replay --dead-letters` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterSummary {
+    /// Dead-lettered messages moved back to the inbound queues.
+    pub messages: usize,
+    /// Events they held.
+    pub events: usize,
+    /// Messages left in the dead-letter queue because they are not groupwatch inbound batches.
+    pub left: usize,
+}
+
+/// Moves every message of `{exchange}.dead` back to the inbound queue of its chat's shard, once
+/// the cause (a wrong secret, a missing permission, ...) has been fixed. Each message is acked
+/// in the dead-letter queue only after the broker confirmed its re-injection, so nothing is lost
+/// if this is interrupted. Messages that are not inbound batches stay where they are.
+pub async fn replay_dead_letters(amqp: &crate::config::AmqpConfig) -> anyhow::Result<DeadLetterSummary> {
+    use crate::queue::broker::Broker;
+    use crate::queue::inbound::InboundBatch;
+    use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::BasicProperties;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (broker, task) = Broker::start(amqp, stop.clone());
+    let link = broker
+        .connected(std::time::Duration::from_secs(10))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot reach RabbitMQ at amqp.url"))?;
+    let topology = broker.topology().clone();
+    let dead = topology.dead_letter_queue();
+    let channel = link.connection.create_channel().await?;
+    // Bounded by what is there now: messages left behind are requeued and must not loop forever.
+    let waiting = channel
+        .queue_declare(&dead, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await?
+        .message_count();
+    let mut summary = DeadLetterSummary::default();
+    for _ in 0..waiting {
+        let Some(message) = channel.basic_get(&dead, BasicGetOptions::default()).await? else { break };
+        let batch: InboundBatch = match serde_json::from_slice(&message.delivery.data) {
+            Ok(b) => b,
+            Err(_) => {
+                summary.left += 1;
+                message.delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                continue;
+            }
+        };
+        for event in &batch.events {
+            let queue = topology.inbound_queue(topology.shard_for(&event.event.chat_id));
+            let body = serde_json::to_vec(&InboundBatch { events: vec![event.clone()] })?;
+            let properties = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_message_id(event.key.as_str().into());
+            broker.publish("", &queue, &body, properties).await?;
+            summary.events += 1;
+        }
+        message.delivery.acker.ack(BasicAckOptions::default()).await?;
+        summary.messages += 1;
+    }
+    stop.cancel();
+    let _ = task.await;
+    Ok(summary)
+}

@@ -1,0 +1,159 @@
+//! Broker outages: the app's AMQP connection goes through a TCP proxy the test controls and is
+//! cut mid-stream. WeCom keeps retrying what was refused; afterwards the published events must be
+//! exactly the expected ones (ids computed independently with `diff::diff`), nothing lost,
+//! nothing invented.
+
+use crate::common::proxy::Proxy;
+use crate::common::*;
+use groupwatch::sim::{self, SimClient};
+use groupwatch::tools::replay::Replayer;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const JOINS: i64 = 30;
+/// The stream is cut after this many joins were accepted.
+const CUT_AFTER: usize = 10;
+const FIRST_JOIN_TIME: i64 = 1700002000;
+
+fn faults_config(exchange: &str, store: &TestStore, api_base: &str, amqp_url: &str) -> String {
+    test_config_with_store(exchange, &store.url(), "")
+        .replace(
+            "[worker]\nenabled = false",
+            "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]",
+        )
+        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
+        .replace(
+            &format!("url = \"{}\"", crate::common::amqp_url()),
+            &format!("url = \"{amqp_url}\"\nconfirm_timeout_ms = 1500"),
+        )
+}
+
+async fn status(url: &str) -> u16 {
+    match reqwest::get(url).await {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// Polls `url` until it answers `want` (panics after `timeout`); returns how long it took.
+async fn wait_status(url: &str, want: u16, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = status(url).await;
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < timeout, "{url} still answers {got} (want {want}) after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// POSTs a callback as WeCom would: a 503 (or no answer) is retried until 200, for at most 30 s.
+/// Counts the 503s in `refused` as they happen.
+async fn deliver(replayer: &Replayer, xml: &str, refused: &AtomicUsize) {
+    let started = Instant::now();
+    loop {
+        match replayer.post(xml.as_bytes()).await {
+            Ok(s) if s == 200 => return,
+            Ok(s) if s == 503 => {
+                refused.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(s) => panic!("callback answered {s}, expected 200 or 503"),
+            Err(e) => panic!("callback got no answer from a running app: {e}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "callback still refused after 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_cut_mid_stream_loses_and_invents_nothing() {
+    let started = Instant::now();
+    let store = TestStore::sqlite().await;
+    let sim = sim::spawn(sim_state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let simc = SimClient::new(sim.base_url());
+    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let exchange = unique_exchange();
+    let app = spawn_app(&faults_config(&exchange, &store, &sim.base_url(), &proxy.amqp_url())).await;
+    // The test's own connection goes straight to the broker.
+    let conn = amqp().await;
+    let tap = Tap::new(&conn, &exchange).await;
+    let replayer = Arc::new(Replayer::new(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap());
+    assert_eq!(status(&app.url("/readyz")).await, 200);
+    assert_eq!(proxy.forwarded(), 1, "the app's one AMQP connection goes through the proxy");
+
+    let create = callback_xml(CHAT_CREATE_TIME, "create", None, &[], None);
+    let none = AtomicUsize::new(0);
+    deliver(&replayer, &create, &none).await;
+    assert_eq!(none.load(Ordering::SeqCst), 0, "no 503 before the cut");
+
+    // The stream: each member is added to WeCom, then its callback delivered (retried on 503).
+    let joins: Vec<(String, i64)> = (0..JOINS).map(|i| (format!("wmCUT{i:02}"), FIRST_JOIN_TIME + i)).collect();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let stream = {
+        let (joins, simc, replayer) = (joins.clone(), simc.clone(), replayer.clone());
+        let (accepted, refused) = (accepted.clone(), refused.clone());
+        tokio::spawn(async move {
+            for (userid, join_time) in joins {
+                let v = simc.add_member(CORP_ID, CHAT, external(&userid, join_time)).await.unwrap();
+                let xml = callback_xml(join_time + 1, "update", Some("add_member"), &[&userid], Some(&v));
+                deliver(&replayer, &xml, &refused).await;
+                accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        })
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted.load(Ordering::SeqCst) < CUT_AFTER {
+        assert!(Instant::now() < deadline, "the stream is too slow before the cut");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.cut();
+    let cut_at = Instant::now();
+    let noticed = wait_status(&app.url("/readyz"), 503, Duration::from_secs(10)).await;
+    // While cut: a callback (WeCom's retry of the create, already accepted once) is refused
+    // with 503 so that WeCom retries, and the stream itself gets refused.
+    assert_eq!(replayer.post(create.as_bytes()).await.unwrap(), 503, "callbacks answer 503 while the broker is cut");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refused.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the stream never saw a 503 while the broker was cut");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status(&app.url("/readyz")).await, 503, "still not ready while cut");
+    assert_eq!(status(&app.url("/healthz")).await, 200, "alive while the broker is down");
+    let accepted_while_cut = accepted.load(Ordering::SeqCst);
+    assert!(proxy.refused() > 0, "the supervisor kept trying to reconnect while cut");
+    proxy.restore();
+    let cut_for = cut_at.elapsed();
+    let reconnect = wait_status(&app.url("/readyz"), 200, Duration::from_secs(20)).await;
+    assert!(proxy.forwarded() >= 2, "the app reconnected through the proxy");
+
+    tokio::time::timeout(Duration::from_secs(45), stream).await.expect("the stream finishes").unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), JOINS as usize);
+
+    let expected = expected_ids_create_then_joins(&joins);
+    assert_eq!(expected.len(), 3 + JOINS as usize);
+    let mut events = Vec::new();
+    collect_until(&tap, &mut events, &expected, Duration::from_secs(30), Duration::from_secs(2)).await;
+    let duplicates = assert_published_exactly(&events, &expected);
+    println!(
+        "broker cut: readyz 503 after {noticed:?}, cut for {cut_for:?} ({} reconnect attempts refused), \
+         readyz 200 again {reconnect:?} after restore; {} callbacks refused with 503 and retried; \
+         {accepted_while_cut} joins accepted before the stream stalled; {} events, {} distinct, {duplicates} duplicates; \
+         total {:?}",
+        proxy.refused(),
+        refused.load(Ordering::SeqCst),
+        events.len(),
+        expected.len(),
+        started.elapsed()
+    );
+
+    let topology = app.topology.clone();
+    app.stop().await;
+    cleanup(&conn, &topology).await;
+    drop(sim);
+}

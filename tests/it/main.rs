@@ -1,0 +1,20 @@
+//! The integration suite, one binary: the real application on random ports, the real RabbitMQ,
+//! SQLite files and PostgreSQL databases, and the vendor simulators. Each module is one concern;
+//! `common` holds the spawn-app harness, the taps and the test-config builders.
+
+mod common;
+mod schema_support;
+
+mod compose;
+mod diff_props;
+mod faults_broker;
+mod fixtures;
+mod ingress;
+mod instances;
+mod metrics;
+mod pipeline;
+mod process;
+mod resync;
+mod schema;
+mod sim;
+mod store;

@@ -1,0 +1,399 @@
+//! End to end: callbacks POSTed over HTTP as WeCom would, the simulator as WeCom's API, the real
+//! RabbitMQ and a real store (SQLite file and PostgreSQL). Each scenario asserts the exact
+//! events published.
+
+use crate::common::*;
+use groupwatch::core::model::{EventType, GroupEvent};
+use groupwatch::sim::{self, SimClient, SimServer};
+use groupwatch::tools::replay::Replayer;
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Harness {
+    app: Option<TestApp>,
+    sim: SimServer,
+    simc: SimClient,
+    tap: Tap,
+    conn: lapin::Connection,
+    store: TestStore,
+    exchange: String,
+    topology: groupwatch::queue::broker::Topology,
+    config: String,
+}
+
+impl Harness {
+    async fn start(store: TestStore) -> Harness {
+        Self::start_with(store, Default::default()).await
+    }
+
+    async fn start_with(store: TestStore, hooks: groupwatch::app::Hooks) -> Harness {
+        Self::start_custom(store, hooks, pipeline_config).await
+    }
+
+    /// `make_config(exchange, store, api_base)` writes the app's configuration.
+    async fn start_custom(
+        store: TestStore,
+        hooks: groupwatch::app::Hooks,
+        make_config: fn(&str, &TestStore, &str) -> String,
+    ) -> Harness {
+        let sim = sim::spawn(sim_state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let simc = SimClient::new(sim.base_url());
+        let exchange = unique_exchange();
+        let config = make_config(&exchange, &store, &sim.base_url());
+        let app = spawn_app_hooked(&config, hooks).await;
+        let conn = amqp().await;
+        let tap = Tap::new(&conn, &exchange).await;
+        let topology = app.topology.clone();
+        Harness { app: Some(app), sim, simc, tap, conn, store, exchange, topology, config }
+    }
+
+    fn app(&self) -> &TestApp {
+        self.app.as_ref().expect("app running")
+    }
+
+    fn replayer(&self) -> Replayer {
+        Replayer::new(self.app().config.tenant(TENANT).unwrap(), &self.app().callback_url(TENANT)).unwrap()
+    }
+
+    async fn callback(&self, xml: &str) {
+        assert_eq!(self.replayer().post(xml.as_bytes()).await.unwrap(), 200);
+    }
+
+    /// Creates the group through a `create` callback and consumes its 3 events.
+    async fn created(&self) -> Vec<GroupEvent> {
+        self.callback(&callback_xml(1572505490, "create", None, &[], None)).await;
+        self.tap.expect(3, WAIT).await
+    }
+
+    async fn finish(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        cleanup(&self.conn, &self.topology).await;
+        self.store.drop_database().await;
+        drop(self.sim);
+    }
+}
+
+fn pipeline_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
+    test_config_with_store(exchange, &store.url(), "")
+        .replace(
+            "[worker]\nenabled = false",
+            "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]",
+        )
+        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
+}
+
+fn kinds(events: &[GroupEvent]) -> Vec<(EventType, Option<&str>, Option<i64>)> {
+    events.iter().map(|e| (e.event_type, e.member.as_ref().map(|m| m.userid.as_str()), e.occurred_at)).collect()
+}
+
+macro_rules! with_both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                use super::*;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario(TestStore::sqlite().await).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$scenario(TestStore::postgres().await).await
+                }
+            }
+        )*
+    };
+}
+
+with_both_stores!(
+    create_then_joins,
+    leave_carries_previous_details,
+    dismiss_publishes_leaves_then_dismiss,
+    name_owner_notice_changes,
+    stale_detail_is_retried_until_consistent,
+    change_without_callback_is_found_by_the_next_diff,
+    duplicate_callbacks_publish_no_new_ids,
+    burst_of_joins_is_coalesced,
+    restart_after_publish_before_ack_republishes_same_ids,
+);
+
+async fn create_then_joins(store: TestStore) {
+    let h = Harness::start(store).await;
+    let created = h.created().await;
+    assert_eq!(
+        kinds(&created),
+        [
+            (EventType::GroupCreate, None, Some(1572505490)),
+            (EventType::MemberJoin, Some("abel"), Some(1572505490)),
+            (EventType::MemberJoin, Some("wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"), Some(1572505490)),
+        ]
+    );
+    let abel = created[1].member.as_ref().unwrap();
+    assert_eq!(abel.name.as_deref(), Some("张三丰"));
+    assert_eq!(abel.invitor.as_deref(), Some("jack"));
+    assert_eq!(created[0].group.member_count, 2);
+    assert_eq!(created[0].tenant, TENANT);
+
+    let v = h.simc.add_member(CORP_ID, CHAT, external("wmNEW1", 1700000000)).await.unwrap();
+    h.callback(&callback_xml(1700000001, "update", Some("add_member"), &["wmNEW1"], Some(&v))).await;
+    let joined = h.tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&joined), [(EventType::MemberJoin, Some("wmNEW1"), Some(1700000001))]);
+    assert_eq!(joined[0].group.member_count, 3);
+    assert_eq!(joined[0].group.member_version.as_deref(), Some(v.as_str()));
+    assert_eq!(joined[0].routing_key(), format!("wecom.{TENANT}.member.join"));
+
+    // The default member.join queue got the same joins.
+    let ch = h.conn.create_channel().await.unwrap();
+    let default_q = get_events(&ch, &format!("{}.member.join", h.exchange), 3, WAIT).await;
+    assert_eq!(default_q.iter().map(|e| &e.id).collect::<Vec<_>>(), [&created[1].id, &created[2].id, &joined[0].id]);
+    h.finish().await;
+}
+
+async fn leave_carries_previous_details(store: TestStore) {
+    let h = Harness::start(store).await;
+    let created = h.created().await;
+    let v = h.simc.remove_member(CORP_ID, CHAT, "wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA").await.unwrap();
+    h.callback(&callback_xml(
+        1700000100,
+        "update",
+        Some("del_member"),
+        &["wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"],
+        Some(&v),
+    ))
+    .await;
+    let left = h.tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&left), [(EventType::MemberLeave, Some("wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"), Some(1700000100))]);
+    assert_eq!(left[0].member, created[2].member, "last-known details");
+    assert_eq!(left[0].quit_scene, Some(1));
+    assert_eq!(left[0].group.member_count, 1);
+    let ch = h.conn.create_channel().await.unwrap();
+    let q = get_events(&ch, &format!("{}.member.leave", h.exchange), 1, WAIT).await;
+    assert_eq!(q[0].id, left[0].id);
+    h.finish().await;
+}
+
+async fn dismiss_publishes_leaves_then_dismiss(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    h.simc.dismiss_group(CORP_ID, CHAT).await.unwrap();
+    h.simc.reset_stats().await.unwrap();
+    h.callback(&callback_xml(1700000200, "dismiss", None, &[], None)).await;
+    let ev = h.tap.expect(3, WAIT).await;
+    assert_eq!(
+        kinds(&ev),
+        [
+            (EventType::MemberLeave, Some("abel"), Some(1700000200)),
+            (EventType::MemberLeave, Some("wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA"), Some(1700000200)),
+            (EventType::GroupDismiss, None, Some(1700000200)),
+        ]
+    );
+    assert_eq!(ev[2].group.name, "销售客服群");
+    assert_eq!(h.simc.stats().await.unwrap().groupchat_get, 0, "a dismissed chat is not fetched");
+    h.finish().await;
+}
+
+async fn name_owner_notice_changes(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    for (field, value, detail, time) in [
+        ("name", "VIP 客服群", "change_name", 1700000300),
+        ("owner", "sam", "change_owner", 1700000301),
+        ("notice", "新公告", "change_notice", 1700000302),
+    ] {
+        h.simc.patch_group(CORP_ID, CHAT, json!({ field: value })).await.unwrap();
+        h.callback(&callback_xml(time, "update", Some(detail), &[], None)).await;
+        let ev = h.tap.expect(1, WAIT).await;
+        assert_eq!(kinds(&ev), [(EventType::GroupUpdate, None, Some(time))]);
+        assert_eq!(ev[0].changes.as_deref(), Some(&[field.to_string()][..]));
+        match field {
+            "name" => assert_eq!(ev[0].group.name, value),
+            "owner" => assert_eq!(ev[0].group.owner, value),
+            _ => {}
+        }
+    }
+    h.finish().await;
+}
+
+async fn stale_detail_is_retried_until_consistent(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    let v = h.simc.add_member(CORP_ID, CHAT, external("wmLATE", 1700000400)).await.unwrap();
+    h.simc.fault(json!({"stale_fetches": 2})).await.unwrap();
+    h.simc.reset_stats().await.unwrap();
+    h.callback(&callback_xml(1700000401, "update", Some("add_member"), &["wmLATE"], Some(&v))).await;
+    let ev = h.tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&ev), [(EventType::MemberJoin, Some("wmLATE"), Some(1700000401))]);
+    assert_eq!(ev[0].group.member_version.as_deref(), Some(v.as_str()));
+    assert_eq!(h.simc.stats().await.unwrap().groupchat_get, 3, "two stale fetches, then the consistent one");
+    h.finish().await;
+}
+
+async fn change_without_callback_is_found_by_the_next_diff(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    // X joins, but its callback is lost; then Y joins with a callback.
+    h.simc.add_member(CORP_ID, CHAT, external("wmLOST", 1700000500)).await.unwrap();
+    let v = h.simc.add_member(CORP_ID, CHAT, external("wmSEEN", 1700000501)).await.unwrap();
+    h.callback(&callback_xml(1700000502, "update", Some("add_member"), &["wmSEEN"], Some(&v))).await;
+    let mut ev = h.tap.expect(2, WAIT).await;
+    ev.sort_by(|a, b| a.member.as_ref().unwrap().userid.cmp(&b.member.as_ref().unwrap().userid));
+    assert_eq!(
+        kinds(&ev),
+        [(EventType::MemberJoin, Some("wmLOST"), None), (EventType::MemberJoin, Some("wmSEEN"), Some(1700000502))]
+    );
+    h.finish().await;
+}
+
+async fn duplicate_callbacks_publish_no_new_ids(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    let v = h.simc.add_member(CORP_ID, CHAT, external("wmDUP", 1700000600)).await.unwrap();
+    let xml = callback_xml(1700000601, "update", Some("add_member"), &["wmDUP"], Some(&v));
+    h.simc.reset_stats().await.unwrap();
+    h.callback(&xml).await;
+    let first = h.tap.expect(1, WAIT).await;
+    // WeCom retries: the same payload twice more, after the first was fully processed.
+    h.callback(&xml).await;
+    h.callback(&xml).await;
+    let later = h.tap.collect(Duration::from_secs(2)).await;
+    let ids: HashSet<_> = first.iter().chain(&later).map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 1, "duplicates carry the same id: {later:#?}");
+    assert_eq!(h.simc.stats().await.unwrap().groupchat_get, 1, "retries of an applied callback cost no fetch");
+    h.finish().await;
+}
+
+async fn burst_of_joins_is_coalesced(store: TestStore) {
+    let h = Harness::start(store).await;
+    h.created().await;
+    h.simc.reset_stats().await.unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        let userid = format!("wmBURST{i:02}");
+        let v = h.simc.add_member(CORP_ID, CHAT, external(&userid, 1700001000 + i)).await.unwrap();
+        h.callback(&callback_xml(1700001000 + i, "update", Some("add_member"), &[&userid], Some(&v))).await;
+    }
+    let posting = started.elapsed();
+    let ev = h.tap.expect(50, WAIT).await;
+    let ids: HashSet<_> = ev.iter().map(|e| e.id.clone()).collect();
+    let users: HashSet<_> = ev.iter().map(|e| e.member.as_ref().unwrap().userid.clone()).collect();
+    assert_eq!((ids.len(), users.len()), (50, 50));
+    assert!(ev.iter().all(|e| e.event_type == EventType::MemberJoin && e.occurred_at.is_some()));
+    let fetches = h.simc.stats().await.unwrap().groupchat_get;
+    println!("burst: 50 joins posted in {posting:?}, {fetches} groupchat/get calls");
+    assert!(fetches < 50 / 3, "coalescing: {fetches} fetches for 50 callbacks");
+    h.finish().await;
+}
+
+async fn restart_after_publish_before_ack_republishes_same_ids(store: TestStore) {
+    let halt = Arc::new(groupwatch::worker::pipeline::Halt::default());
+    halt.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut h = Harness::start_with(store, groupwatch::app::Hooks { halt_after_publish: Some(halt.clone()) }).await;
+    h.callback(&callback_xml(1572505490, "create", None, &[], None)).await;
+    tokio::time::timeout(WAIT, halt.fired.notified()).await.expect("the worker published and halted");
+    let first = h.tap.expect(3, WAIT).await;
+    // The worker "died" before saving and acking; stop the process, start a new one.
+    h.app.take().unwrap().stop().await;
+    h.app = Some(spawn_app_hooked(&h.config, Default::default()).await);
+    let again = h.tap.expect(3, WAIT).await;
+    let ids = |ev: &[GroupEvent]| ev.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&again), "same events, same ids, same order");
+    // Now saved and acked: nothing left to redeliver.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(inbound_len(&h.conn, &h.app().topology).await, 0);
+    h.finish().await;
+}
+
+fn fault_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
+    pipeline_config(exchange, store, api_base).replace(
+        "retry_delays_ms = [200, 300, 500, 800, 1000]",
+        "retry_delays_ms = [200, 300, 500, 800, 1000]\napi_timeout_ms = 400\napi_rate_limit_pause_ms = 700",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wecom_api_faults_mid_stream_lose_nothing_and_invent_nothing() {
+    let h = Harness::start_custom(TestStore::sqlite().await, Default::default(), fault_config).await;
+    let mut events = h.created().await;
+    let (simc, replayer) = (&h.simc, h.replayer());
+
+    let mut added = Vec::new();
+    for i in 0..20i64 {
+        match i {
+            3 => simc.fault(json!({"errcode": -1, "count": 2})).await.unwrap(),
+            6 => simc.fault(json!({"errcode": 45009, "count": 1})).await.unwrap(),
+            9 => simc.fault(json!({"http_status": 502, "count": 2})).await.unwrap(),
+            12 => simc.fault(json!({"latency_ms": 600})).await.unwrap(), // over api_timeout_ms
+            14 => simc.fault(json!({"latency_ms": 0})).await.unwrap(),
+            16 => simc.fault(json!({"expire_tokens": true})).await.unwrap(), // 42001 on the next call
+            _ => {}
+        }
+        let userid = format!("wmFAULT{i:02}");
+        let v = simc.add_member(CORP_ID, CHAT, external(&userid, 1700002000 + i)).await.unwrap();
+        let xml = callback_xml(1700002000 + i, "update", Some("add_member"), &[&userid], Some(&v));
+        assert_eq!(replayer.post(xml.as_bytes()).await.unwrap(), 200);
+        added.push((userid, 1700002000 + i));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let expected = expected_ids_create_then_joins(&added);
+    collect_until(&h.tap, &mut events, &expected, Duration::from_secs(40), Duration::from_millis(800)).await;
+    assert_published_exactly(&events, &expected);
+    assert!(simc.stats().await.unwrap().gettoken >= 2, "the expired token was refreshed");
+    assert_eq!(queue_len(&h.conn, &h.topology.dead_letter_queue()).await, 0, "no fault was permanent");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_event_goes_to_the_dead_letter_queue_and_is_replayed_after_the_fix() {
+    let h = Harness::start_custom(TestStore::sqlite().await, Default::default(), fault_config).await;
+    h.created().await;
+    let (simc, replayer, conn, tap) = (&h.simc, h.replayer(), &h.conn, &h.tap);
+
+    // The app lost its permission (48002): retrying cannot help.
+    simc.fault(json!({"errcode": 48002, "count": 1000})).await.unwrap();
+    let v = simc.add_member(CORP_ID, CHAT, external("wmPOISON", 1700003000)).await.unwrap();
+    let xml = callback_xml(1700003001, "update", Some("add_member"), &["wmPOISON"], Some(&v));
+    assert_eq!(replayer.post(xml.as_bytes()).await.unwrap(), 200);
+
+    let dead = h.topology.dead_letter_queue();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while queue_len(conn, &dead).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the poison event reached {dead}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ch = conn.create_channel().await.unwrap();
+    let msg = ch.basic_get(&dead, lapin::options::BasicGetOptions::default()).await.unwrap().unwrap();
+    let headers = msg.delivery.properties.headers().clone().unwrap();
+    let reason = match headers.inner().get("x-groupwatch-reason") {
+        Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("reason header: {other:?}"),
+    };
+    assert!(reason.contains("48002"), "{reason}");
+    msg.delivery.acker.nack(lapin::options::BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+    assert!(tap.collect(Duration::from_millis(500)).await.is_empty(), "nothing published for the poison event");
+
+    // Fixed: the permission is back. Replay the dead letters with the command.
+    simc.clear_faults().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("groupwatch.toml");
+    std::fs::write(&config_path, &h.config).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        .args(["replay", "--dead-letters", "--config"])
+        .arg(&config_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-injected 1 events from 1 dead letters"));
+
+    let ev = tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&ev), [(EventType::MemberJoin, Some("wmPOISON"), Some(1700003001))], "it keeps its time");
+    let all = expected_ids_create_then_joins(&[("wmPOISON".into(), 1700003000)]);
+    assert!(all.contains(&ev[0].id));
+    assert_eq!(queue_len(conn, &dead).await, 0);
+    h.finish().await;
+}

@@ -1,0 +1,256 @@
+//! The snapshot store against the real backends: a temporary SQLite file, and a fresh database on
+//! the local PostgreSQL for each test (dropped afterwards). Both run the same contract.
+
+use futures_util::FutureExt;
+use groupwatch::core::model::{GroupKey, GroupSnapshot, Member, Provider, StoredGroup};
+use groupwatch::store::{self, SnapshotStore, StoreError};
+use sqlx::{Connection, PgConnection};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+// ---------------------------------------------------------------------------------------------
+// The contract, run once per backend.
+
+#[tokio::test]
+async fn sqlite_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::connect(&sqlite_url(&dir.path().join("snapshots.db"))).await.unwrap();
+    contract(store).await;
+}
+
+#[tokio::test]
+async fn postgres_contract() {
+    with_postgres(|url| async move { contract(store::connect(&url).await.unwrap()).await }).await;
+}
+
+async fn contract(store: Arc<dyn SnapshotStore>) {
+    store.ping().await.expect("ping");
+
+    let key = GroupKey::new(Provider::Wecom, "acme", "wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA");
+    assert_eq!(store.load(&key).await.unwrap(), None, "a key never saved loads as None");
+    assert!(store.chat_ids(Provider::Wecom, "acme").await.unwrap().is_empty());
+
+    // Round trip, exactly: unicode, quotes and newlines, null member fields, extreme integers.
+    let first = group(&key.chat_id, "客户群 🎉 «Ünïcode» \"quoted\"\nsecond line", None);
+    store.save(&key, &first).await.unwrap();
+    assert_eq!(store.load(&key).await.unwrap().as_ref(), Some(&first));
+
+    // Saving again replaces every field, including clearing or setting the nullable ones.
+    let mut second = group(&key.chat_id, "renamed", Some("v2"));
+    second.dismissed = true;
+    second.snapshot.members.truncate(1);
+    second.snapshot.admins.clear();
+    second.snapshot.notice = String::new();
+    store.save(&key, &second).await.unwrap();
+    assert_eq!(store.load(&key).await.unwrap().as_ref(), Some(&second));
+
+    // Keys are isolated: same chat id under another tenant, another chat under the same tenant.
+    let other_tenant = GroupKey::new(Provider::Wecom, "beta", key.chat_id.clone());
+    let other_chat = GroupKey::new(Provider::Wecom, "acme", "wr-other");
+    assert_eq!(store.load(&other_tenant).await.unwrap(), None);
+    let beta = group(&key.chat_id, "beta's group", Some("b1"));
+    store.save(&other_tenant, &beta).await.unwrap();
+    let other = group("wr-other", "other group", Some("o1"));
+    store.save(&other_chat, &other).await.unwrap();
+    assert_eq!(store.load(&key).await.unwrap().as_ref(), Some(&second));
+    assert_eq!(store.load(&other_tenant).await.unwrap().as_ref(), Some(&beta));
+    assert_eq!(store.load(&other_chat).await.unwrap().as_ref(), Some(&other));
+
+    // chat_ids: per tenant, sorted by bytes (upper case before `_`/`-`... before lower case).
+    for id in ["wr_b", "WrZ", "wr-a", "wrA"] {
+        store.save(&GroupKey::new(Provider::Wecom, "acme", id), &group(id, id, None)).await.unwrap();
+    }
+    let mut expected = vec!["wr_b", "WrZ", "wr-a", "wrA", "wr-other", key.chat_id.as_str()];
+    expected.sort();
+    assert_eq!(store.chat_ids(Provider::Wecom, "acme").await.unwrap(), expected);
+    assert_eq!(store.chat_ids(Provider::Wecom, "beta").await.unwrap(), vec![key.chat_id.clone()]);
+    assert!(store.chat_ids(Provider::Wecom, "nobody").await.unwrap().is_empty());
+
+    // A snapshot saved under another chat's key would load as the wrong group: refused.
+    let err = store.save(&other_chat, &first).await.unwrap_err();
+    assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
+    assert_eq!(store.load(&other_chat).await.unwrap().as_ref(), Some(&other));
+}
+
+/// A group with a full member, a member whose optional fields are all null, and non-ASCII text.
+fn group(chat_id: &str, name: &str, member_version: Option<&str>) -> StoredGroup {
+    StoredGroup {
+        snapshot: GroupSnapshot {
+            chat_id: chat_id.into(),
+            name: name.into(),
+            owner: "zhangsan".into(),
+            notice: "群公告：请勿发广告 📢".into(),
+            create_time: 1_572_505_490,
+            admins: vec!["lisi".into(), "王五".into()],
+            member_version: member_version.map(Into::into),
+            members: vec![
+                Member {
+                    userid: "lisi".into(),
+                    member_type: Some(1),
+                    unionid: Some("ozynqsulJFCZ2z1aYeS8h-nuasdAAA".into()),
+                    join_time: Some(1_572_505_491),
+                    join_scene: Some(1),
+                    invitor: Some("zhangsan".into()),
+                    group_nickname: Some("李四 (管理员)".into()),
+                    name: Some("李四".into()),
+                },
+                Member {
+                    userid: "wmeDKaCQAAbOXXXXXXXX".into(),
+                    member_type: Some(2),
+                    unionid: None,
+                    join_time: Some(0),
+                    join_scene: Some(3),
+                    invitor: None,
+                    group_nickname: None,
+                    name: None,
+                },
+            ],
+        },
+        dismissed: false,
+        updated_at_ms: i64::MAX,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend-specific behaviour.
+
+#[tokio::test]
+async fn sqlite_file_is_created_and_keeps_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested-name.db");
+    let url = sqlite_url(&path);
+    let key = GroupKey::new(Provider::Wecom, "acme", "wr1");
+    let saved = group("wr1", "persisted", Some("7"));
+
+    let store = store::connect(&url).await.unwrap();
+    assert!(path.exists(), "the file is created when missing");
+    store.save(&key, &saved).await.unwrap();
+    drop(store);
+
+    // Reopening runs the migrations again; they must find the schema current and leave data be.
+    let store = store::connect(&url).await.unwrap();
+    assert_eq!(store.load(&key).await.unwrap(), Some(saved));
+    assert_eq!(store.chat_ids(Provider::Wecom, "acme").await.unwrap(), vec!["wr1".to_owned()]);
+}
+
+#[tokio::test]
+async fn sqlite_uses_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.db");
+    let _store = store::connect(&sqlite_url(&path)).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&sqlite_url(&path)).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn unreadable_row_is_a_corrupt_error_naming_the_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir.path().join("corrupt.db"));
+    let store = store::connect(&url).await.unwrap();
+    let key = GroupKey::new(Provider::Wecom, "acme", "wr-broken");
+    store.save(&key, &group("wr-broken", "g", None)).await.unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE group_snapshots SET members = '[{\"userid\": 1}]'").execute(&mut conn).await.unwrap();
+
+    let err = store.load(&key).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { ref chat_id, .. } if chat_id == "wr-broken"), "{err}");
+}
+
+#[tokio::test]
+async fn sqlite_relative_url_is_relative_to_the_working_directory() {
+    // The default `sqlite://groupwatch.db` must be a file in the working directory, not a host.
+    // The test changes no directory (that is process-wide); it checks the file name lands as-is.
+    let dir = tempfile::tempdir().unwrap();
+    let relative = relative_to_cwd(dir.path());
+    let url = format!("sqlite://{relative}/relative.db");
+    let _store = store::connect(&url).await.unwrap();
+    assert!(dir.path().join("relative.db").exists(), "{url}");
+}
+
+/// `target` relative to the current directory, by climbing to the root (`../..`) and back down.
+fn relative_to_cwd(target: &std::path::Path) -> String {
+    let cwd = std::env::current_dir().unwrap();
+    let up = cwd.components().count() - 1;
+    let climb = vec![".."; up].join("/");
+    format!("{climb}{}", target.display())
+}
+
+#[tokio::test]
+async fn postgres_migrations_are_idempotent() {
+    with_postgres(|url| async move {
+        let key = GroupKey::new(Provider::Wecom, "acme", "wr1");
+        let saved = group("wr1", "persisted", None);
+        store::connect(&url).await.unwrap().save(&key, &saved).await.unwrap();
+        let again = store::connect(&url).await.unwrap();
+        assert_eq!(again.load(&key).await.unwrap(), Some(saved));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_urls_are_clear_errors_without_the_password() {
+    for url in ["mysql://gw:hunter2@127.0.0.1/gw", "groupwatch.db", ""] {
+        let err = store::connect(url).await.err().expect("must fail");
+        assert!(matches!(err, StoreError::UnsupportedUrl), "{url}: {err}");
+        let shown = err.to_string();
+        assert!(shown.contains("sqlite://") && shown.contains("postgres://"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    // Nothing listens on port 1 (the pool retries until its acquire timeout, so this takes ~5 s).
+    let err = store::connect("postgres://gw:hunter2@127.0.0.1:1/gw").await.err().expect("must fail");
+    let shown = format!("{err} / {err:?}");
+    assert!(matches!(err, StoreError::Connect { .. }), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("127.0.0.1:1/gw"), "{shown}");
+
+    // A directory that does not exist cannot hold the SQLite file.
+    let err = store::connect("sqlite:///nonexistent-dir-groupwatch/x.db").await.err().expect("must fail");
+    assert!(matches!(err, StoreError::Connect { .. }), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness.
+
+fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// The maintenance database on the local PostgreSQL, where test databases are created.
+fn postgres_admin_url() -> String {
+    std::env::var("GROUPWATCH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Runs `body` with the URL of a fresh, empty database, and drops the database afterwards, also
+/// when `body` panics. PostgreSQL being down fails the test: it is never skipped.
+async fn with_postgres<F, Fut>(body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let admin_url = postgres_admin_url();
+    let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+        let mut shown = url::Url::parse(&admin_url).expect("GROUPWATCH_TEST_POSTGRES_URL is a URL");
+        let _ = shown.set_password(None);
+        panic!(
+            "PostgreSQL is unreachable at {shown} ({e}); these tests need it: start it with \
+             `bash scripts/services.sh`, or point GROUPWATCH_TEST_POSTGRES_URL at one"
+        )
+    });
+    let name = format!("gwtest_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&name);
+    let outcome = AssertUnwindSafe(body(url.to_string())).catch_unwind().await;
+
+    // FORCE: the store's pool may still hold connections to it.
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await.unwrap();
+    admin.close().await.ok();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
