@@ -36,7 +36,7 @@ fn snapshot(range: std::ops::Range<usize>, version: &str) -> GroupSnapshot {
 
 fn bench_diff(c: &mut Criterion) {
     let key = GroupKey::new(Provider::Wecom, "acme", "wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA");
-    let previous = StoredGroup { snapshot: snapshot(0..500, "v1"), dismissed: false, updated_at_ms: 0 };
+    let previous = StoredGroup::new(snapshot(0..500, "v1"));
     let now = snapshot(20..520, "v2");
     let reports: Vec<ChangeReport> = (500..520)
         .map(|i| ChangeReport {
@@ -45,6 +45,7 @@ fn bench_diff(c: &mut Criterion) {
             members: vec![member(i).userid],
             quit_scene: None,
             member_version: Some("v2".into()),
+            previous_version: None,
         })
         .collect();
     c.bench_function("diff/500_members_20_joins_20_leaves", |b| {

@@ -1,6 +1,6 @@
-//! Wiring: builds the store, the broker, the HTTP router, the workers and (optionally) the
-//! periodic resync from one [`Config`], and runs them until a shutdown future resolves (the
-//! mini-redis pattern: tests pass their own).
+//! Wiring: builds the store, the broker, the inbound hand-off, the HTTP router, the workers, the
+//! outbox sweeper and (optionally) the periodic resync from one [`Config`], and runs them until a
+//! shutdown future resolves (the mini-redis pattern: tests pass their own).
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Config;
+use crate::core::consistency::{Consistency, Judge};
+use crate::core::model::Provider;
 use crate::ingress::{self, CallbackState};
 use crate::provider::wecom::{ApiLimits, WecomClient};
 use crate::queue::broker::Broker;
@@ -26,13 +28,13 @@ use crate::store::{self, SnapshotStore};
 use crate::telemetry;
 use crate::worker::pipeline::{Halt, Pipeline, Settings};
 use crate::worker::resync;
-use crate::worker::Worker;
+use crate::worker::{ShardHealth, Worker, WorkerSettings};
 
 /// Test-only fault injection points.
 #[derive(Default)]
 pub struct Hooks {
-    /// Makes the worker stop dead after publishing, before saving and acking.
-    pub halt_after_publish: Option<Arc<Halt>>,
+    /// Makes the worker stop dead at a chosen point of an attempt, as a crash would.
+    pub halt: Option<Arc<Halt>>,
 }
 
 pub struct Application {
@@ -40,10 +42,10 @@ pub struct Application {
     listener: Option<TcpListener>,
     store: Arc<dyn SnapshotStore>,
     worker: Option<Arc<Worker>>,
-    pipeline: Arc<Pipeline>,
     client: WecomClient,
     broker: Broker,
     broker_task: tokio::task::JoinHandle<()>,
+    inbound: Inbound,
     /// Cancelled last, once nothing needs the broker any more.
     shutdown: CancellationToken,
 }
@@ -52,6 +54,8 @@ pub struct Application {
 struct OpsState {
     broker: Broker,
     store: Arc<dyn SnapshotStore>,
+    /// The worker's consumers, when this process runs one.
+    shards: Option<Arc<ShardHealth>>,
 }
 
 impl Application {
@@ -65,10 +69,19 @@ impl Application {
         let store = store::connect(config.store.url.expose()).await.map_err(|e| anyhow::anyhow!("store: {e}"))?;
         let shutdown = CancellationToken::new();
         let (broker, broker_task) = Broker::start(&config.amqp, shutdown.child_token());
-        let (pipeline, client) = build_pipeline(&config, store.clone(), &broker, hooks.halt_after_publish);
+        let inbound = Inbound::new(
+            broker.clone(),
+            Batching { max_events: config.amqp.handoff_max_batch, in_flight: config.amqp.handoff_in_flight },
+        );
+        let (pipeline, client) = build_pipeline(&config, store.clone(), &broker, hooks.halt);
         let worker = config.worker.enabled.then(|| {
-            let dedupe = Duration::from_secs(config.worker.dedupe_window_secs);
-            Arc::new(Worker::new(pipeline.clone(), broker.clone(), config.worker.prefetch, dedupe))
+            let settings = WorkerSettings {
+                prefetch: config.worker.prefetch,
+                dedupe_window: Duration::from_secs(config.worker.dedupe_window_secs),
+                dedupe_max: config.worker.dedupe_max_keys,
+            };
+            let tenants = config.wecom.iter().map(|t| (Provider::Wecom, t.tenant.clone())).collect();
+            Arc::new(Worker::new(pipeline.clone(), broker.clone(), settings, tenants))
         });
         let listener = if config.http.enabled {
             let listener = TcpListener::bind(config.http.listen)
@@ -78,7 +91,7 @@ impl Application {
         } else {
             None
         };
-        Ok(Self { config, listener, store, worker, pipeline, client, broker, broker_task, shutdown })
+        Ok(Self { config, listener, store, worker, client, broker, broker_task, inbound, shutdown })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -100,20 +113,18 @@ impl Application {
             .route("/wecom/{tenant}/callback", get(ingress::verify_url).post(ingress::receive_event))
             .with_state(CallbackState {
                 tenants: Arc::new(tenants),
-                inbound: Inbound::new(
-                    self.broker.clone(),
-                    Batching {
-                        max_events: self.config.amqp.handoff_max_batch,
-                        in_flight: self.config.amqp.handoff_in_flight,
-                    },
-                ),
+                inbound: self.inbound.clone(),
                 timestamp_window: Some(self.config.http.timestamp_window_secs).filter(|w| *w > 0),
             });
         let ops = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(|| async { telemetry::metrics_handle().render() }))
-            .with_state(OpsState { broker: self.broker.clone(), store: self.store.clone() });
+            .with_state(OpsState {
+                broker: self.broker.clone(),
+                store: self.store.clone(),
+                shards: self.worker.as_ref().map(|w| w.health.clone()),
+            });
         Ok(callbacks
             .merge(ops)
             .layer(DefaultBodyLimit::max(self.config.http.max_body_bytes))
@@ -145,11 +156,19 @@ impl Application {
         let worker_task = self.worker.clone().map(|w| tokio::spawn(w.run(worker_stop.clone())));
         let resync_task = (self.worker.is_some() && self.config.resync.interval_secs > 0).then(|| {
             tokio::spawn(resync::run_periodically(
-                self.pipeline.clone(),
                 self.client.clone(),
+                self.inbound.clone(),
                 self.config.wecom.clone(),
                 self.config.resync.page_size,
                 Duration::from_secs(self.config.resync.interval_secs),
+                worker_stop.clone(),
+            ))
+        });
+        let sweep_task = self.worker.is_some().then(|| {
+            tokio::spawn(crate::worker::sweep_outbox(
+                self.store.clone(),
+                self.inbound.clone(),
+                Duration::from_secs(self.config.worker.outbox_sweep_secs),
                 worker_stop.clone(),
             ))
         });
@@ -162,7 +181,7 @@ impl Application {
         }
         // Then the workers: in-flight attempts finish, everything unacked is left to redelivery.
         worker_stop.cancel();
-        for task in worker_task.into_iter().chain(resync_task) {
+        for task in worker_task.into_iter().chain(resync_task).chain(sweep_task) {
             let _ = tokio::time::timeout(Duration::from_secs(25), task).await;
         }
         self.shutdown.cancel();
@@ -174,12 +193,15 @@ impl Application {
 
 async fn readyz(State(ops): State<OpsState>) -> impl IntoResponse {
     if !ops.broker.is_connected() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable".to_owned());
     }
     if ops.store.ping().await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable".to_owned());
     }
-    (StatusCode::OK, "ready")
+    if let Some(down) = ops.shards.map(|s| s.down()).filter(|d| !d.is_empty()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("no consumer on inbound shards {down:?}"));
+    }
+    (StatusCode::OK, "ready".to_owned())
 }
 
 /// The fetch → diff → publish → save pipeline and the WeCom client behind it, as `serve` and
@@ -201,20 +223,27 @@ pub fn build_pipeline(
         source: Arc::new(client.clone()),
         store,
         publisher: Publisher::new(broker.clone()),
+        judge: Judge {
+            rule: Consistency::MemberVersion,
+            stale_horizon_ms: config.worker.stale_horizon_secs as i64 * 1000,
+        },
         settings: Settings {
             coalesce: Duration::from_millis(config.worker.coalesce_ms),
             retry_delays: config.worker.retry_delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+            confirm_delay: Duration::from_millis(config.worker.confirm_delay_ms),
         },
         halt,
     };
     (Arc::new(pipeline), client)
 }
 
-/// `groupwatch resync`: reconciles the given tenants once and returns a summary per tenant.
+/// `groupwatch resync`: queues a reconcile request for every group of the given tenants and, with
+/// `wait`, follows the running workers until they are done; returns a summary per tenant.
 pub async fn resync_once(
     config: &Config,
     tenants: &[String],
     owners_override: &[String],
+    wait: Option<Duration>,
 ) -> anyhow::Result<Vec<resync::Summary>> {
     let store = store::connect(config.store.url.expose()).await.map_err(|e| anyhow::anyhow!("store: {e}"))?;
     let stop = CancellationToken::new();
@@ -223,15 +252,18 @@ pub async fn resync_once(
         .connected(Duration::from_secs(10))
         .await
         .map_err(|_| anyhow::anyhow!("cannot reach RabbitMQ at amqp.url"))?;
-    let (pipeline, client) = build_pipeline(config, store, &broker, None);
+    let inbound = Inbound::new(broker.clone(), Batching::default());
+    let (_, client) = build_pipeline(config, store.clone(), &broker, None);
     let mut summaries = Vec::new();
     for t in config.wecom.iter().filter(|t| tenants.is_empty() || tenants.contains(&t.tenant)) {
         let owners = if owners_override.is_empty() { t.resync_owners()? } else { owners_override.to_vec() };
-        let summary = resync::resync_tenant(&pipeline, &client, &t.tenant, &owners, config.resync.page_size, &stop)
-            .await
-            .map_err(|e| anyhow::anyhow!("resync {}: listing the groups failed: {e}", t.tenant))?;
+        let summary =
+            resync::resync_tenant(&client, &inbound, &store, &t.tenant, &owners, config.resync.page_size, wait)
+                .await
+                .map_err(|e| anyhow::anyhow!("resync {}: {e}", t.tenant))?;
         summaries.push(summary);
     }
+    drop(inbound);
     stop.cancel();
     let _ = broker_task.await;
     Ok(summaries)

@@ -143,6 +143,15 @@ pub struct WorkerConfig {
     pub api_rate_limit_pause_ms: u64,
     /// A callback seen again within this window (WeCom retries) costs no API call.
     pub dedupe_window_secs: u64,
+    /// Most callback keys remembered for the dedupe window (the oldest go first).
+    pub dedupe_max_keys: usize,
+    /// A fetch that nothing proves current (a resync's, or what a fetch showed beyond the
+    /// callbacks) is believed once a read at least this much later shows the same group.
+    pub confirm_delay_ms: u64,
+    /// A fetch showing a membership the chat left behind less than this long ago is stale.
+    pub stale_horizon_secs: u64,
+    /// How often, and after how long, stored events still unpublished are sent again.
+    pub outbox_sweep_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -157,6 +166,10 @@ impl Default for WorkerConfig {
             api_concurrency: 8,
             api_rate_limit_pause_ms: 60_000,
             dedupe_window_secs: 300,
+            dedupe_max_keys: 100_000,
+            confirm_delay_ms: 2_000,
+            stale_horizon_secs: 600,
+            outbox_sweep_secs: 60,
         }
     }
 }
@@ -407,6 +420,16 @@ impl Config {
         }
         if self.worker.api_timeout_ms == 0 {
             return Err(ConfigError::new("worker.api_timeout_ms", "must be positive"));
+        }
+        for (key, value) in [
+            ("worker.dedupe_max_keys", self.worker.dedupe_max_keys as u64),
+            ("worker.confirm_delay_ms", self.worker.confirm_delay_ms),
+            ("worker.stale_horizon_secs", self.worker.stale_horizon_secs),
+            ("worker.outbox_sweep_secs", self.worker.outbox_sweep_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be positive"));
+            }
         }
         if !(1..=10_000).contains(&self.amqp.handoff_max_batch) {
             return Err(ConfigError::new("amqp.handoff_max_batch", "must be between 1 and 10000"));

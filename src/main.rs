@@ -49,7 +49,8 @@ enum Command {
         #[arg(long, conflicts_with_all = ["tenant", "url", "fixtures"])]
         dead_letters: bool,
     },
-    /// Walk groupchat/list and groupchat/get; publish what differs from the stored snapshots.
+    /// Walk groupchat/list and have the running workers reconcile every group with its stored
+    /// snapshot, publishing what differs.
     Resync {
         #[command(flatten)]
         config: ConfigArg,
@@ -59,6 +60,12 @@ enum Command {
         /// Only groups of this owner (repeatable; default: the tenant's `owners`/`owners_file`).
         #[arg(long = "owner")]
         owners: Vec<String>,
+        /// Queue the reconcile requests and exit, without waiting for the workers.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the workers to reconcile every group (seconds).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
     },
     /// A WeCom API simulator (gettoken, groupchat/get, groupchat/list) for demos and tests.
     Sim {
@@ -135,7 +142,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Replay { config, dead_letters: true, .. } => {
             let config = load_config(&config)?;
-            let s = groupwatch::tools::replay::replay_dead_letters(&config.amqp).await?;
+            let s = groupwatch::queue::dead::redrive(&config.amqp).await?;
             println!(
                 "re-injected {} events from {} dead letters; {} left in the dead-letter queue (not groupwatch batches)",
                 s.events, s.messages, s.left
@@ -166,7 +173,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             }
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Resync { config, tenant, owners } => {
+        Command::Resync { config, tenant, owners, no_wait, timeout } => {
             let config = load_config(&config)?;
             telemetry::init_logging(&config.log);
             if let Some(t) = &tenant {
@@ -175,10 +182,16 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 }
             }
             let tenants: Vec<String> = tenant.into_iter().collect();
-            for summary in groupwatch::app::resync_once(&config, &tenants, &owners).await? {
+            let wait = (!no_wait).then(|| std::time::Duration::from_secs(timeout));
+            let mut all_done = true;
+            for summary in groupwatch::app::resync_once(&config, &tenants, &owners, wait).await? {
+                all_done &= summary.groups_failed == 0;
                 println!("{summary}");
             }
-            Ok(ExitCode::SUCCESS)
+            if !all_done {
+                eprintln!("groupwatch: some groups were not reconciled in time; is a worker (`serve`) running?");
+            }
+            Ok(if all_done { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Sim { listen, state } => {
             telemetry::init_logging(&Default::default());

@@ -13,8 +13,10 @@
 //! - `occurred_at`: the time of the report that names the member; else of a membership report
 //!   without a member list (old-style callbacks: the changes its fetch found take its time);
 //!   else `None` (found only by comparing snapshots).
-//! - ids are hashes of what identifies the change (chat, userid, join_time, ...), so processing
-//!   the same change again yields the same id.
+//! - the events of a chat are numbered (`seq`) after the chat's last stored event: 1, 2, 3, ...
+//!   with no gap. An id hashes what identifies the change (chat, userid, join_time, ...) and its
+//!   `seq`, so a member who leaves and comes back with the same join time still gets new ids,
+//!   while an event stored once and published again keeps its id.
 
 use crate::core::ids::event_id;
 use crate::core::model::{EventType, GroupEvent, GroupKey, GroupSnapshot, GroupSummary, Member, StoredGroup};
@@ -81,6 +83,7 @@ impl Builder<'_> {
             provider: self.key.provider,
             tenant: self.key.tenant.clone(),
             chat_id: self.key.chat_id.clone(),
+            seq: 0,
             occurred_at,
             group: self.summary.clone(),
             member,
@@ -109,8 +112,31 @@ impl Builder<'_> {
     }
 }
 
+/// The events that take the group from `previous` to `observed`, numbered after the chat's last
+/// stored event: [`diff`], then [`sequence`].
+pub fn events(
+    key: &GroupKey,
+    previous: Option<&StoredGroup>,
+    observed: Observed<'_>,
+    reports: &[ChangeReport],
+) -> Vec<GroupEvent> {
+    let mut out = diff(key, previous, observed, reports);
+    sequence(&mut out, previous.map_or(0, |p| p.last_seq));
+    out
+}
+
+/// Gives `events` their places in the chat's history after `last_seq`, and ids that include
+/// them: the id of a change is the hash of its content id and its `seq`.
+pub fn sequence(events: &mut [GroupEvent], last_seq: i64) {
+    for (i, e) in events.iter_mut().enumerate() {
+        e.seq = last_seq + i as i64 + 1;
+        e.id = event_id(&[&e.id, "seq", &e.seq.to_string()]);
+    }
+}
+
 /// Computes the events that take the group from `previous` to `observed`, given the reports
-/// that triggered the observation (oldest first or in any order).
+/// that triggered the observation (oldest first or in any order). Their ids identify the change
+/// by content only and `seq` is 0: [`sequence`] places them in the chat's history.
 pub fn diff(
     key: &GroupKey,
     previous: Option<&StoredGroup>,
@@ -256,7 +282,7 @@ mod tests {
     }
 
     fn stored(s: GroupSnapshot) -> StoredGroup {
-        StoredGroup { snapshot: s, dismissed: false, updated_at_ms: 0 }
+        StoredGroup::new(s)
     }
 
     fn report(kind: ReportKind, at: i64, members: &[&str]) -> ChangeReport {
@@ -426,5 +452,19 @@ mod tests {
         let now = prev.snapshot.clone();
         assert!(diff(&key(), Some(&prev), Observed::Group(&now), &[report(ReportKind::MembersJoined, 5, &["b"])])
             .is_empty());
+    }
+
+    #[test]
+    fn sequence_numbers_after_the_last_event_and_ids_include_seq() {
+        let prev = StoredGroup { last_seq: 7, ..stored(group(&[("a", 1)], "v1")) };
+        let now = group(&[("a", 1), ("b", 50), ("c", 51)], "v2");
+        let ev = events(&key(), Some(&prev), Observed::Group(&now), &[]);
+        assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), [8, 9]);
+        let content = diff(&key(), Some(&prev), Observed::Group(&now), &[]);
+        assert_ne!(ev[0].id, content[0].id, "the id includes the seq");
+        // The same change at another place in the history is another event.
+        let later = StoredGroup { last_seq: 20, ..prev.clone() };
+        assert_ne!(events(&key(), Some(&later), Observed::Group(&now), &[])[0].id, ev[0].id);
+        assert_eq!(events(&key(), Some(&prev), Observed::Group(&now), &[]), ev, "deterministic");
     }
 }

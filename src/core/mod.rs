@@ -2,6 +2,7 @@
 //! diff between two snapshots, stable ids and the clock. No I/O, no vendor formats.
 
 pub mod clock;
+pub mod consistency;
 pub mod diff;
 pub mod ids;
 pub mod model;

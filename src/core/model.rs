@@ -16,6 +16,13 @@ impl Provider {
             Provider::Wecom => "wecom",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "wecom" => Some(Provider::Wecom),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Provider {
@@ -116,14 +123,47 @@ impl GroupSnapshot {
     }
 }
 
-/// What the store keeps per group: the last snapshot, and whether the group was dismissed
-/// (so a late callback for a dismissed group does not resurrect it as a new baseline).
+/// What the store keeps per group: the last snapshot, whether the group was dismissed (so a late
+/// callback for a dismissed group does not resurrect it as a new baseline), where the chat's event
+/// history stands, and which membership states it has recently left behind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredGroup {
     pub snapshot: GroupSnapshot,
     pub dismissed: bool,
     /// Unix milliseconds of the last save.
     pub updated_at_ms: i64,
+    /// The `seq` of the chat's last event; 0 before the first.
+    pub last_seq: i64,
+    /// Bumped by every save; a save only succeeds from the revision it loaded (one writer per
+    /// chat). 0 for a group that is not stored yet.
+    pub revision: i64,
+    /// Membership fingerprints the chat moved away from, newest last (bounded): a fetch showing
+    /// one of them again, soon after, is a stale read.
+    pub replaced: Vec<Replaced>,
+    /// Unix milliseconds of the last reconciliation (a resync's look at the group), 0 if none.
+    pub checked_at_ms: i64,
+}
+
+/// A membership state the chat left behind, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replaced {
+    pub fingerprint: String,
+    pub at_ms: i64,
+}
+
+impl StoredGroup {
+    /// A group as first stored: no history, no events yet.
+    pub fn new(snapshot: GroupSnapshot) -> Self {
+        Self {
+            snapshot,
+            dismissed: false,
+            updated_at_ms: 0,
+            last_seq: 0,
+            revision: 0,
+            replaced: Vec::new(),
+            checked_at_ms: 0,
+        }
+    }
 }
 
 /// The kinds of event groupwatch publishes; the routing key is `{provider}.{tenant}.{type}`.
@@ -183,6 +223,8 @@ pub struct GroupEvent {
     pub provider: Provider,
     pub tenant: String,
     pub chat_id: String,
+    /// The event's place in the chat's history: 1, 2, 3, ... with no gap and no repeat.
+    pub seq: i64,
     /// The reporting callback's time; `None` when the change was found only by comparing snapshots.
     pub occurred_at: Option<i64>,
     pub group: GroupSummary,

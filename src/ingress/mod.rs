@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::core::clock::now_ms;
 use crate::core::model::Provider;
+use crate::provider::wecom;
 use crate::provider::wecom::xml::{self, Callback, ParseError};
 use crate::provider::wxbiz::{CryptoError, WxCrypt};
 use crate::queue::inbound::{Inbound, InboundEvent};
@@ -221,17 +223,21 @@ async fn accept_event(
         }
         Callback::ChangeExternalChat(ev) => {
             let chat_id = ev.chat_id.clone();
-            let inbound = InboundEvent::new(Provider::Wecom, tenant, *ev, now_ms());
-            let key = inbound.key.clone();
+            let key = wecom::callback::dedupe_key(tenant, &ev);
+            let inbound = InboundEvent::change(
+                Provider::Wecom,
+                tenant,
+                &chat_id,
+                key.clone(),
+                wecom::callback::dedupable(&ev),
+                vec![wecom::report_of(&ev)],
+                now_ms(),
+            );
             state.inbound.hand_off(inbound).await?;
             tracing::info!(tenant, chat_id, event_key = key, "callback accepted");
             Ok("accepted")
         }
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 #[cfg(test)]

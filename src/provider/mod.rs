@@ -21,13 +21,18 @@ pub enum FetchError {
     /// Retrying will not help (bad secret, no permission, unknown chat, ...).
     #[error("errcode {errcode}: {errmsg}")]
     Permanent { errcode: i64, errmsg: String },
+    /// The provider no longer has the group (dismissed): what confirms a dismiss.
+    #[error("the group is gone (errcode {errcode})")]
+    Gone { errcode: i64 },
 }
 
 impl FetchError {
     pub fn errcode(&self) -> Option<i64> {
         match self {
             FetchError::Transient(_) => None,
-            FetchError::RateLimited { errcode, .. } | FetchError::Permanent { errcode, .. } => Some(*errcode),
+            FetchError::RateLimited { errcode, .. }
+            | FetchError::Permanent { errcode, .. }
+            | FetchError::Gone { errcode } => Some(*errcode),
         }
     }
 }

@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::AmqpConfig;
 
+/// A link that stayed up this long resets the reconnect backoff.
+const STABLE_LINK: Duration = Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("broker is not connected")]
@@ -189,7 +192,7 @@ impl Broker {
             };
             match attempt {
                 Ok(link) => {
-                    backoff = Duration::from_millis(200);
+                    let connected_at = std::time::Instant::now();
                     metrics::gauge!("groupwatch_broker_connected").set(1.0);
                     tracing::info!(exchange = %self.topology.exchange, "connected to the broker");
                     let broken = link.broken.clone();
@@ -215,6 +218,11 @@ impl Broker {
                         _ = broken.notified() => {}
                     }
                     tx.send_replace(None);
+                    // A link that broke at once (a broker refusing our topology, say) must not
+                    // reset the backoff, or the reconnects would spin at the first delay.
+                    if connected_at.elapsed() >= STABLE_LINK {
+                        backoff = Duration::from_millis(200);
+                    }
                     metrics::gauge!("groupwatch_broker_connected").set(0.0);
                     metrics::counter!("groupwatch_broker_reconnects_total").increment(1);
                     tracing::warn!("broker connection lost; reconnecting");
@@ -246,6 +254,15 @@ impl Broker {
         self.topology.declare(&channel).await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(Link { connection: Arc::new(connection), publish: channel, broken })
+    }
+
+    /// Declares the topology again on the live link (a queue was deleted while running).
+    pub async fn redeclare(&self) -> Result<(), BrokerError> {
+        let link = self.current().ok_or(BrokerError::Unavailable)?;
+        self.topology.declare(&link.publish).await.map_err(|e| {
+            link.mark_broken();
+            BrokerError::Amqp(e)
+        })
     }
 
     /// Publishes one persistent message with `mandatory` set and waits for the broker's confirm.
@@ -314,6 +331,7 @@ impl Broker {
 }
 
 /// One message for [`Broker::publish_batch`].
+#[derive(Clone)]
 pub struct Outgoing<'a> {
     pub exchange: &'a str,
     pub routing_key: &'a str,

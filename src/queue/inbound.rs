@@ -1,84 +1,180 @@
-//! The durable hand-off between the HTTP front door and the workers.
+//! The durable hand-off between the front door and the workers.
 //!
-//! A verified, parsed callback becomes an [`InboundEvent`] and is published, persistent and
-//! confirmed, to the inbound queue of its chat's shard *before* WeCom gets its `success`.
-//! The message body is a batch (`{"events": [...]}`): callbacks arriving together share one
-//! broker round trip (group commit).
+//! A verified, parsed notification becomes an [`InboundEvent`]: provider-neutral reports about
+//! one chat (vendor shapes never cross the queue). It is published, persistent and confirmed, to
+//! the inbound queue of its chat's shard *before* the vendor gets its answer. Resync and the
+//! outbox sweeper queue their requests the same way, so one consumer and one per-chat actor
+//! serialise everything that touches a chat.
+//!
+//! A message body is a versioned batch (`{"v":2,"events":[...]}`): callbacks arriving together
+//! share one broker round trip (group commit). Messages without `v` are the WeCom-only format of
+//! the previous release, still read (see [`decode`]) so that an upgrade loses nothing queued.
 
 use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::fmt::Write;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::core::model::Provider;
-use crate::provider::wecom::xml::ChangeExternalChat;
+use crate::core::report::ChangeReport;
 use crate::queue::broker::{Broker, BrokerError, Outgoing};
+
+/// The format of the messages this release writes.
+pub const FORMAT: u8 = 2;
+
+/// What a queued item asks the chat's actor to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Work {
+    /// Apply the reports of a notification.
+    #[default]
+    Change,
+    /// Look at the group and publish what differs from the stored snapshot (resync).
+    Reconcile,
+    /// Publish the chat's stored events that are still unpublished (the outbox sweeper).
+    Drain,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundEvent {
     pub provider: Provider,
     pub tenant: String,
-    /// When groupwatch accepted the callback (unix milliseconds).
+    pub chat_id: String,
+    /// When groupwatch accepted the notification or made the request (unix milliseconds).
     pub received_at_ms: i64,
-    /// Identifies this change report: equal for WeCom's retries of one callback, different for
-    /// distinct changes even within the same second (see [`InboundEvent::dedupe_key`]).
+    /// Identifies this notification: equal for a vendor's retries of it, different for distinct
+    /// changes even within the same second.
     pub key: String,
-    pub event: ChangeExternalChat,
+    #[serde(default)]
+    pub work: Work,
+    /// Whether a repeat of `key` within the dedupe window may be skipped: the key names this
+    /// change alone (WeCom: one naming members or a version change; two renames in one second
+    /// share a key and must both be processed).
+    #[serde(default)]
+    pub dedupe: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<ChangeReport>,
+}
+
+impl InboundEvent {
+    /// A notification's reports about one chat; `dedupe`: see the field.
+    pub fn change(
+        provider: Provider,
+        tenant: &str,
+        chat_id: &str,
+        key: String,
+        dedupe: bool,
+        reports: Vec<ChangeReport>,
+        received_at_ms: i64,
+    ) -> Self {
+        Self {
+            provider,
+            tenant: tenant.to_owned(),
+            chat_id: chat_id.to_owned(),
+            received_at_ms,
+            key,
+            work: Work::Change,
+            dedupe,
+            reports,
+        }
+    }
+
+    /// A request without reports (reconcile or drain).
+    pub fn request(work: Work, provider: Provider, tenant: &str, chat_id: &str, at_ms: i64) -> Self {
+        let key = format!("{work:?}:{at_ms}").to_lowercase();
+        Self {
+            provider,
+            tenant: tenant.to_owned(),
+            chat_id: chat_id.to_owned(),
+            received_at_ms: at_ms,
+            key,
+            work,
+            dedupe: false,
+            reports: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundBatch {
+    pub v: u8,
     pub events: Vec<InboundEvent>,
+}
+
+impl InboundBatch {
+    pub fn new(events: Vec<InboundEvent>) -> Self {
+        Self { v: FORMAT, events }
+    }
 }
 
 /// [`InboundBatch`] as serialised, borrowing its events.
 #[derive(Serialize)]
 struct InboundBatchRef<'a> {
+    v: u8,
     events: &'a [InboundEvent],
 }
 
-impl InboundEvent {
-    pub fn new(provider: Provider, tenant: &str, event: ChangeExternalChat, received_at_ms: i64) -> Self {
-        let key = Self::dedupe_key(provider, tenant, &event);
-        Self { provider, tenant: tenant.to_owned(), received_at_ms, key, event }
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not an inbound batch: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("inbound format v{0} is newer than this release reads (v{FORMAT})")]
+    Unknown(u8),
+}
 
-    /// A hash of everything that tells two change reports apart. WeCom's own advice
-    /// (FromUserName + CreateTime) would merge distinct changes in one second, so the change
-    /// type, detail, member versions and changed members are all part of the key.
-    pub fn dedupe_key(provider: Provider, tenant: &str, e: &ChangeExternalChat) -> String {
-        // Formatted straight into the hash: no temporary strings per callback. The bytes are
-        // those of the fields' `Debug`/`Display` forms, separated by 0x1f; they must not change,
-        // or a retry that straddles an upgrade would not be recognised.
-        let mut h = HashWriter(Sha256::new());
-        let _ = write!(
-            h,
-            "{}\x1f{tenant}\x1f{}\x1f{:?}\x1f{}\x1f{}\x1f{}\x1f{}\x1f",
-            provider.as_str(),
-            e.chat_id,
-            e.change_type,
-            e.update_detail.as_ref().map_or("", |d| d.as_str()),
-            e.create_time,
-            e.last_mem_ver.as_deref().unwrap_or(""),
-            e.cur_mem_ver.as_deref().unwrap_or(""),
-        );
-        for (i, member) in e.mem_change_list.iter().enumerate() {
-            let _ = write!(h, "{}{member}", if i == 0 { "" } else { "," });
-        }
-        let _ = write!(h, "\x1f");
-        hex::encode(&h.0.finalize()[..16])
+/// Reads a queued message of this release's format or of the previous one.
+pub fn decode(body: &[u8]) -> Result<InboundBatch, DecodeError> {
+    #[derive(Deserialize)]
+    struct Probe {
+        v: Option<u8>,
+    }
+    match serde_json::from_slice::<Probe>(body)?.v {
+        Some(FORMAT) => Ok(serde_json::from_slice(body)?),
+        Some(other) => Err(DecodeError::Unknown(other)),
+        None => Ok(InboundBatch::new(v1::decode(body)?)),
     }
 }
 
-/// Feeds formatted text to a hash.
-struct HashWriter(Sha256);
+/// The previous release's format: WeCom callbacks queued as parsed, `{"events": [{provider,
+/// tenant, received_at_ms, key, event}]}`. Read for one release, so messages queued before an
+/// upgrade are processed after it; remove with the release after.
+mod v1 {
+    use serde::Deserialize;
 
-impl std::fmt::Write for HashWriter {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.update(s.as_bytes());
-        Ok(())
+    use super::{InboundEvent, Work};
+    use crate::core::model::Provider;
+    use crate::provider::wecom::xml::ChangeExternalChat;
+
+    #[derive(Deserialize)]
+    struct Batch {
+        events: Vec<Event>,
+    }
+
+    #[derive(Deserialize)]
+    struct Event {
+        provider: Provider,
+        tenant: String,
+        received_at_ms: i64,
+        key: String,
+        event: ChangeExternalChat,
+    }
+
+    pub(super) fn decode(body: &[u8]) -> Result<Vec<InboundEvent>, serde_json::Error> {
+        let batch: Batch = serde_json::from_slice(body)?;
+        Ok(batch
+            .events
+            .into_iter()
+            .map(|e| InboundEvent {
+                provider: e.provider,
+                tenant: e.tenant,
+                chat_id: e.event.chat_id.clone(),
+                received_at_ms: e.received_at_ms,
+                key: e.key,
+                work: Work::Change,
+                dedupe: crate::provider::wecom::callback::dedupable(&e.event),
+                reports: vec![crate::provider::wecom::report_of(&e.event)],
+            })
+            .collect())
     }
 }
 
@@ -131,7 +227,7 @@ impl Inbound {
 
     /// Returns once the broker has confirmed the event is stored in its chat's shard queue.
     pub async fn hand_off(&self, event: InboundEvent) -> Result<(), HandOffError> {
-        let shard = self.broker.topology().shard_for(&event.event.chat_id);
+        let shard = self.broker.topology().shard_for(&event.chat_id);
         let (done, result) = oneshot::channel();
         let unavailable = || HandOffError(Arc::new(BrokerError::Unavailable));
         self.jobs.send(Job { event, shard, done }).await.map_err(|_| unavailable())?;
@@ -206,7 +302,7 @@ async fn flush(broker: &Broker, batch: Vec<Job>) {
     }
     let bodies: Vec<Vec<u8>> = messages
         .iter()
-        .map(|m| serde_json::to_vec(&InboundBatchRef { events: &m.events }).expect("serialisable"))
+        .map(|m| serde_json::to_vec(&InboundBatchRef { v: FORMAT, events: &m.events }).expect("serialisable"))
         .collect();
     // The default exchange routes by queue name; `mandatory` turns a missing queue into an
     // error instead of a silent drop.
@@ -221,7 +317,21 @@ async fn flush(broker: &Broker, batch: Vec<Job>) {
             Outgoing { exchange: "", routing_key: &m.queue, payload: body, properties }
         })
         .collect();
-    let outcome = broker.publish_batch(&outgoing).await.map_err(|e| HandOffError(Arc::new(e)));
+    let mut outcome = broker.publish_batch(&outgoing).await.map_err(|e| HandOffError(Arc::new(e)));
+    if let Ok(o) = &outcome {
+        if !o.unroutable.is_empty() {
+            // An inbound queue is gone (deleted by hand, or by a broker reset without
+            // definitions): declare the topology again and send what bounced once more.
+            tracing::error!(queues = ?o.unroutable, "an inbound queue is missing; re-declaring the topology");
+            metrics::counter!("groupwatch_topology_redeclared_total").increment(1);
+            let retry: Vec<Outgoing<'_>> =
+                outgoing.iter().filter(|m| o.unroutable.iter().any(|q| q == m.routing_key)).cloned().collect();
+            outcome = match broker.redeclare().await {
+                Ok(()) => broker.publish_batch(&retry).await.map_err(|e| HandOffError(Arc::new(e))),
+                Err(e) => Err(HandOffError(Arc::new(e))),
+            };
+        }
+    }
     let took = started.elapsed();
     metrics::histogram!("groupwatch_handoff_seconds").record(took);
     // Every open callback waits for this confirm, so a slow broker (usually its disk syncing)
@@ -240,52 +350,5 @@ async fn flush(broker: &Broker, batch: Vec<Job>) {
             // The caller may have gone (client disconnected); the event is queued all the same.
             let _ = waiter.send(result.clone());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::provider::wecom::xml::{parse_callback, Callback};
-
-    /// The key as first written, with a temporary string per field: the streaming version must
-    /// hash exactly the same bytes.
-    fn reference_key(provider: Provider, tenant: &str, e: &ChangeExternalChat) -> String {
-        let mut h = Sha256::new();
-        for part in [
-            provider.as_str(),
-            tenant,
-            &e.chat_id,
-            &format!("{:?}", e.change_type),
-            e.update_detail.as_ref().map_or("", |d| d.as_str()),
-            &e.create_time.to_string(),
-            e.last_mem_ver.as_deref().unwrap_or(""),
-            e.cur_mem_ver.as_deref().unwrap_or(""),
-            &e.mem_change_list.join(","),
-        ] {
-            h.update(part.as_bytes());
-            h.update([0x1f]);
-        }
-        hex::encode(&h.finalize()[..16])
-    }
-
-    #[test]
-    fn dedupe_key_hashes_the_same_bytes_as_the_reference() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom");
-        let mut checked = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let xml = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            let Ok(Callback::ChangeExternalChat(mut e)) = parse_callback(&xml) else { continue };
-            for members in [vec![], vec!["wm1".to_owned()], vec!["wm1".to_owned(), "wm2".to_owned(), "wm3".to_owned()]]
-            {
-                e.mem_change_list = members;
-                assert_eq!(
-                    InboundEvent::dedupe_key(Provider::Wecom, "acme", &e),
-                    reference_key(Provider::Wecom, "acme", &e)
-                );
-                checked += 1;
-            }
-        }
-        assert!(checked >= 18, "fixtures checked: {checked}");
     }
 }

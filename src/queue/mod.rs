@@ -2,5 +2,6 @@
 //! shards (`inbound`), events out (`publish`) and parked messages (`dead`).
 
 pub mod broker;
+pub mod dead;
 pub mod inbound;
 pub mod publish;

@@ -1,9 +1,15 @@
-//! The snapshot store: per group, the last snapshot the pipeline saw, so that the next fetch can be
-//! diffed against it.
+//! The store: per group, the last snapshot the pipeline believed, and the chat's events (the
+//! transactional outbox, kept afterwards as its history).
 //!
-//! Two backends share one schema (`migrations/sqlite`, `migrations/postgres`): SQLite, the
-//! embedded default for a single instance, and PostgreSQL for several instances sharing state.
-//! The rest of the pipeline only sees `Arc<dyn SnapshotStore>`, obtained from [`connect`].
+//! A chat's new snapshot and the events that lead to it are written in one transaction, before
+//! anything is published; the publisher then sends the stored rows and marks them. Saves are
+//! conditional on the revision that was loaded, so two writers of one chat can never overwrite
+//! each other: the loser gets [`StoreError::Conflict`] and starts again from what is stored.
+//!
+//! Two backends share one schema (`migrations/sqlite`, `migrations/postgres`) and one set of SQL
+//! statements: SQLite, the embedded default for a single instance, and PostgreSQL for several
+//! instances sharing state. The rest of the pipeline only sees `Arc<dyn SnapshotStore>`, obtained
+//! from [`connect`].
 
 mod postgres;
 mod sqlite;
@@ -13,15 +19,56 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::core::model::{GroupKey, GroupSnapshot, Provider, StoredGroup};
+use crate::core::model::{GroupEvent, GroupKey, GroupSnapshot, Provider, StoredGroup};
+
+/// One event as stored and published: the body is serialised once, so what is published is
+/// byte for byte what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub seq: i64,
+    pub id: String,
+    pub event_type: String,
+    pub routing_key: String,
+    pub body: String,
+}
+
+impl OutboxEvent {
+    pub fn of(event: &GroupEvent) -> Self {
+        Self {
+            seq: event.seq,
+            id: event.id.clone(),
+            event_type: event.event_type.as_str().to_owned(),
+            routing_key: event.routing_key(),
+            body: serde_json::to_string(event).expect("events serialise"),
+        }
+    }
+}
+
+/// Where a chat's history stands, for `resync` to see its requests processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatProgress {
+    pub chat_id: String,
+    pub last_seq: i64,
+    pub checked_at_ms: i64,
+}
 
 #[async_trait]
 pub trait SnapshotStore: Send + Sync {
     async fn load(&self, key: &GroupKey) -> Result<Option<StoredGroup>, StoreError>;
-    /// Upsert (insert or replace) the group's snapshot.
-    async fn save(&self, key: &GroupKey, group: &StoredGroup) -> Result<(), StoreError>;
+    /// In one transaction: saves `group` and appends `events` to the chat's outbox, provided the
+    /// chat is still at `group.revision` (0: not stored yet). Returns the new revision, or
+    /// [`StoreError::Conflict`] when another writer saved first.
+    async fn commit(&self, key: &GroupKey, group: &StoredGroup, events: &[OutboxEvent]) -> Result<i64, StoreError>;
+    /// The chat's events not yet confirmed by the broker, in `seq` order.
+    async fn unpublished(&self, key: &GroupKey) -> Result<Vec<OutboxEvent>, StoreError>;
+    /// Marks the chat's events up to `through_seq` as published.
+    async fn mark_published(&self, key: &GroupKey, through_seq: i64, at_ms: i64) -> Result<(), StoreError>;
+    /// Chats with an event stored before `before_ms` and still unpublished (at most `limit`).
+    async fn chats_with_unpublished(&self, before_ms: i64, limit: i64) -> Result<Vec<GroupKey>, StoreError>;
     /// chat ids stored for one provider+tenant (for reconciliation), sorted.
     async fn chat_ids(&self, provider: Provider, tenant: &str) -> Result<Vec<String>, StoreError>;
+    /// Where each stored chat of one provider+tenant stands.
+    async fn progress(&self, provider: Provider, tenant: &str) -> Result<Vec<ChatProgress>, StoreError>;
     /// Cheap reachability check for /readyz.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -44,6 +91,38 @@ pub enum StoreError {
     /// snapshot for another chat, so it is refused.
     #[error("store: key chat_id {key:?} differs from the snapshot's chat_id {snapshot:?}")]
     KeyMismatch { key: String, snapshot: String },
+    /// Another writer saved the chat since it was loaded.
+    #[error("store: {chat_id} was saved by another writer since it was loaded")]
+    Conflict { chat_id: String },
+}
+
+impl StoreError {
+    /// The store is unreachable or busy: retrying later helps, and no chat is to blame. Every
+    /// other error is about the data of one chat (an unreadable row, a value the database
+    /// refuses), so retrying it for ever would never help.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // SQLite: BUSY, LOCKED and their extended codes. PostgreSQL: connection
+                    // exceptions, shutdown, lack of resources, serialization failure, deadlock.
+                    matches!(code.as_ref(), "5" | "6" | "261" | "262" | "517" | "40001" | "40P01")
+                        || code.starts_with("08")
+                        || code.starts_with("53")
+                        || code.starts_with("57P")
+                }),
+                _ => false,
+            },
+            StoreError::Connect { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// Opens the store named by `url` (`sqlite://PATH`, `postgres://…` or `postgresql://…`) and brings
@@ -134,11 +213,41 @@ struct GroupRow {
     /// JSON array of `Member`.
     members: String,
     updated_at_ms: i64,
+    last_seq: i64,
+    revision: i64,
+    /// JSON array of `Replaced`.
+    replaced: String,
+    checked_at_ms: i64,
 }
 
-/// The columns `GroupRow` reads, for SELECTs.
-const GROUP_COLUMNS: &str =
-    "name, owner, notice, create_time, member_version, dismissed, admins, members, updated_at_ms";
+/// The statements both backends run. Placeholders are `$N` in increasing order, which PostgreSQL
+/// and SQLite read alike.
+mod sql {
+    pub const LOAD: &str = "SELECT name, owner, notice, create_time, member_version, dismissed, admins, members, \
+         updated_at_ms, last_seq, revision, replaced, checked_at_ms \
+         FROM group_snapshots WHERE provider = $1 AND tenant = $2 AND chat_id = $3";
+    pub const INSERT: &str = "INSERT INTO group_snapshots (provider, tenant, chat_id, name, owner, notice, \
+             create_time, member_version, dismissed, admins, members, updated_at_ms, last_seq, revision, replaced, \
+             checked_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         ON CONFLICT (provider, tenant, chat_id) DO NOTHING";
+    pub const UPDATE: &str = "UPDATE group_snapshots SET name = $4, owner = $5, notice = $6, create_time = $7, \
+             member_version = $8, dismissed = $9, admins = $10, members = $11, updated_at_ms = $12, last_seq = $13, \
+             revision = $14, replaced = $15, checked_at_ms = $16 \
+         WHERE provider = $1 AND tenant = $2 AND chat_id = $3 AND revision = $17";
+    pub const APPEND: &str = "INSERT INTO group_events (provider, tenant, chat_id, seq, id, event_type, \
+             routing_key, body, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    pub const UNPUBLISHED: &str = "SELECT seq, id, event_type, routing_key, body FROM group_events \
+         WHERE provider = $1 AND tenant = $2 AND chat_id = $3 AND published_at_ms IS NULL ORDER BY seq";
+    pub const MARK: &str = "UPDATE group_events SET published_at_ms = $4 \
+         WHERE provider = $1 AND tenant = $2 AND chat_id = $3 AND seq <= $5 AND published_at_ms IS NULL";
+    pub const STUCK: &str = "SELECT DISTINCT provider, tenant, chat_id FROM group_events \
+         WHERE published_at_ms IS NULL AND created_at_ms < $1 LIMIT $2";
+    pub const CHAT_IDS: &str =
+        "SELECT chat_id FROM group_snapshots WHERE provider = $1 AND tenant = $2 ORDER BY chat_id";
+    pub const PROGRESS: &str = "SELECT chat_id, last_seq, checked_at_ms FROM group_snapshots \
+         WHERE provider = $1 AND tenant = $2 ORDER BY chat_id";
+}
 
 impl GroupRow {
     fn encode(key: &GroupKey, group: &StoredGroup) -> Result<Self, StoreError> {
@@ -147,8 +256,8 @@ impl GroupRow {
             return Err(StoreError::KeyMismatch { key: key.chat_id.clone(), snapshot: s.chat_id.clone() });
         }
         // serde_json fails only on maps with non-string keys or a failing custom `Serialize`;
-        // these are vectors of strings and of a derived struct, so it cannot fail here.
-        const INFALLIBLE: &str = "admins and members always serialise to JSON";
+        // these are vectors of strings and of derived structs, so it cannot fail here.
+        const INFALLIBLE: &str = "admins, members and replaced always serialise to JSON";
         Ok(GroupRow {
             name: s.name.clone(),
             owner: s.owner.clone(),
@@ -159,6 +268,10 @@ impl GroupRow {
             admins: serde_json::to_string(&s.admins).expect(INFALLIBLE),
             members: serde_json::to_string(&s.members).expect(INFALLIBLE),
             updated_at_ms: group.updated_at_ms,
+            last_seq: group.last_seq,
+            revision: group.revision,
+            replaced: serde_json::to_string(&group.replaced).expect(INFALLIBLE),
+            checked_at_ms: group.checked_at_ms,
         })
     }
 
@@ -177,9 +290,189 @@ impl GroupRow {
             },
             dismissed: self.dismissed,
             updated_at_ms: self.updated_at_ms,
+            last_seq: self.last_seq,
+            revision: self.revision,
+            replaced: serde_json::from_str(&self.replaced).map_err(corrupt)?,
+            checked_at_ms: self.checked_at_ms,
         })
     }
 }
+
+/// The rows of `group_events` the publisher needs.
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    id: String,
+    event_type: String,
+    routing_key: String,
+    body: String,
+}
+
+impl From<EventRow> for OutboxEvent {
+    fn from(r: EventRow) -> Self {
+        OutboxEvent { seq: r.seq, id: r.id, event_type: r.event_type, routing_key: r.routing_key, body: r.body }
+    }
+}
+
+/// Implements [`SnapshotStore`] for a backend whose struct has a `pool: sqlx::Pool<$db>`: both
+/// backends run the very same statements, so they are written once.
+macro_rules! sql_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::SnapshotStore for $store {
+            async fn load(
+                &self,
+                key: &$crate::core::model::GroupKey,
+            ) -> Result<Option<$crate::core::model::StoredGroup>, $crate::store::StoreError> {
+                let row: Option<$crate::store::GroupRow> = sqlx::query_as($crate::store::sql::LOAD)
+                    .bind(key.provider.as_str())
+                    .bind(&key.tenant)
+                    .bind(&key.chat_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| r.decode(key)).transpose()
+            }
+
+            async fn commit(
+                &self,
+                key: &$crate::core::model::GroupKey,
+                group: &$crate::core::model::StoredGroup,
+                events: &[$crate::store::OutboxEvent],
+            ) -> Result<i64, $crate::store::StoreError> {
+                let row = $crate::store::GroupRow::encode(key, group)?;
+                let expected = row.revision;
+                let revision = expected + 1;
+                let mut tx = self.pool.begin().await?;
+                let statement = if expected == 0 { $crate::store::sql::INSERT } else { $crate::store::sql::UPDATE };
+                let mut query = sqlx::query::<$db>(statement)
+                    .bind(key.provider.as_str())
+                    .bind(&key.tenant)
+                    .bind(&key.chat_id)
+                    .bind(row.name)
+                    .bind(row.owner)
+                    .bind(row.notice)
+                    .bind(row.create_time)
+                    .bind(row.member_version)
+                    .bind(row.dismissed)
+                    .bind(row.admins)
+                    .bind(row.members)
+                    .bind(row.updated_at_ms)
+                    .bind(row.last_seq)
+                    .bind(revision)
+                    .bind(row.replaced)
+                    .bind(row.checked_at_ms);
+                if expected != 0 {
+                    query = query.bind(expected);
+                }
+                if query.execute(&mut *tx).await?.rows_affected() != 1 {
+                    return Err($crate::store::StoreError::Conflict { chat_id: key.chat_id.clone() });
+                }
+                let now = $crate::core::clock::now_ms();
+                for e in events {
+                    sqlx::query::<$db>($crate::store::sql::APPEND)
+                        .bind(key.provider.as_str())
+                        .bind(&key.tenant)
+                        .bind(&key.chat_id)
+                        .bind(e.seq)
+                        .bind(&e.id)
+                        .bind(&e.event_type)
+                        .bind(&e.routing_key)
+                        .bind(&e.body)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(revision)
+            }
+
+            async fn unpublished(
+                &self,
+                key: &$crate::core::model::GroupKey,
+            ) -> Result<Vec<$crate::store::OutboxEvent>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::EventRow> = sqlx::query_as($crate::store::sql::UNPUBLISHED)
+                    .bind(key.provider.as_str())
+                    .bind(&key.tenant)
+                    .bind(&key.chat_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn mark_published(
+                &self,
+                key: &$crate::core::model::GroupKey,
+                through_seq: i64,
+                at_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query::<$db>($crate::store::sql::MARK)
+                    .bind(key.provider.as_str())
+                    .bind(&key.tenant)
+                    .bind(&key.chat_id)
+                    .bind(at_ms)
+                    .bind(through_seq)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn chats_with_unpublished(
+                &self,
+                before_ms: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::core::model::GroupKey>, $crate::store::StoreError> {
+                let rows: Vec<(String, String, String)> =
+                    sqlx::query_as($crate::store::sql::STUCK).bind(before_ms).bind(limit).fetch_all(&self.pool).await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(provider, tenant, chat_id)| {
+                        let provider = $crate::core::model::Provider::parse(&provider)?;
+                        Some($crate::core::model::GroupKey::new(provider, tenant, chat_id))
+                    })
+                    .collect())
+            }
+
+            async fn chat_ids(
+                &self,
+                provider: $crate::core::model::Provider,
+                tenant: &str,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                let ids = sqlx::query_scalar($crate::store::sql::CHAT_IDS)
+                    .bind(provider.as_str())
+                    .bind(tenant)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(ids)
+            }
+
+            async fn progress(
+                &self,
+                provider: $crate::core::model::Provider,
+                tenant: &str,
+            ) -> Result<Vec<$crate::store::ChatProgress>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as($crate::store::sql::PROGRESS)
+                    .bind(provider.as_str())
+                    .bind(tenant)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(chat_id, last_seq, checked_at_ms)| $crate::store::ChatProgress {
+                        chat_id,
+                        last_seq,
+                        checked_at_ms,
+                    })
+                    .collect())
+            }
+
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query::<$db>("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+    };
+}
+use sql_store;
 
 /// Wraps a backend to time every operation, so the backends need not repeat it.
 struct Metered<S>(S);
@@ -190,12 +483,28 @@ impl<S: SnapshotStore> SnapshotStore for Metered<S> {
         timed("load", self.0.load(key)).await
     }
 
-    async fn save(&self, key: &GroupKey, group: &StoredGroup) -> Result<(), StoreError> {
-        timed("save", self.0.save(key, group)).await
+    async fn commit(&self, key: &GroupKey, group: &StoredGroup, events: &[OutboxEvent]) -> Result<i64, StoreError> {
+        timed("commit", self.0.commit(key, group, events)).await
+    }
+
+    async fn unpublished(&self, key: &GroupKey) -> Result<Vec<OutboxEvent>, StoreError> {
+        timed("unpublished", self.0.unpublished(key)).await
+    }
+
+    async fn mark_published(&self, key: &GroupKey, through_seq: i64, at_ms: i64) -> Result<(), StoreError> {
+        timed("mark_published", self.0.mark_published(key, through_seq, at_ms)).await
+    }
+
+    async fn chats_with_unpublished(&self, before_ms: i64, limit: i64) -> Result<Vec<GroupKey>, StoreError> {
+        timed("chats_with_unpublished", self.0.chats_with_unpublished(before_ms, limit)).await
     }
 
     async fn chat_ids(&self, provider: Provider, tenant: &str) -> Result<Vec<String>, StoreError> {
         timed("chat_ids", self.0.chat_ids(provider, tenant)).await
+    }
+
+    async fn progress(&self, provider: Provider, tenant: &str) -> Result<Vec<ChatProgress>, StoreError> {
+        timed("progress", self.0.progress(provider, tenant)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -240,5 +549,13 @@ mod tests {
         let shown = StoreError::connect("postgres://u:hunter2@[bad/db", "invalid").to_string();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://…"), "{shown}");
+    }
+
+    #[test]
+    fn unavailability_is_told_apart_from_bad_data() {
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(!StoreError::Conflict { chat_id: "c".into() }.is_unavailable());
+        assert!(!StoreError::KeyMismatch { key: "a".into(), snapshot: "b".into() }.is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
     }
 }

@@ -1,13 +1,18 @@
 //! The worker: consumes the inbound shard queues with manual acks and runs one actor per chat.
 //!
-//! - One actor per chat processes that chat's reports in order, never two at once; different
-//!   chats run in parallel. A chat waiting for WeCom to become consistent waits on its own
-//!   timer, holding its inbound messages unacked, and blocks nobody else.
+//! - One actor per chat processes everything about that chat (notifications, resync requests,
+//!   outbox drains) in order, never two at once; different chats run in parallel. A chat waiting
+//!   for its vendor to become consistent waits on its own timer, holding its inbound messages
+//!   unacked, and blocks nobody else. An idle actor removes itself, so the map of actors holds
+//!   only chats with recent work.
 //! - Reports arriving within `coalesce` of each other share one fetch.
-//! - A message is acked only when every event in it has been published and saved (or parked in
+//! - A message is acked only when every item in it has been stored and published (or parked in
 //!   the dead-letter queue). Anything not acked is redelivered after a crash or reconnect.
-//! - Each broker connection is one "generation": when the link is lost, every actor of the
-//!   generation stops and drops its unacked work, which the broker redelivers to the next one.
+//! - Each broker connection is one "generation": when the link is lost, the generation's actors
+//!   stop (those still busy after a grace period are aborted) before the next generation
+//!   consumes, so two generations never process one chat at once; their unacked work is
+//!   redelivered to the next one. Saves are conditional on the revision loaded, so even a
+//!   writer outside this process cannot be overwritten.
 
 pub mod pipeline;
 pub mod resync;
@@ -15,28 +20,33 @@ pub mod resync;
 use futures_util::StreamExt;
 use lapin::acker::Acker;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::BasicProperties;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use lapin::types::FieldTable;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::core::model::GroupKey;
+use crate::core::clock::now_ms;
+use crate::core::model::{GroupKey, Provider};
 use crate::core::report::ChangeReport;
-use crate::provider::wecom::report_of;
 use crate::queue::broker::{Broker, Link};
-use crate::queue::inbound::{InboundBatch, InboundEvent};
-use crate::worker::pipeline::{Outcome, Pipeline};
+use crate::queue::dead;
+use crate::queue::inbound::{self, Inbound, InboundEvent, Work};
+use crate::store::SnapshotStore;
+use crate::worker::pipeline::{Outcome, Pipeline, Prepared, Sighting};
 
-/// A chat with nothing to do for this long ends its actor (a new report starts a new one).
+/// A chat with nothing to do for this long ends its actor (a new item starts a new one).
 const IDLE_ACTOR: Duration = Duration::from_secs(30);
+/// How long a stopping generation waits for busy actors before aborting them.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+/// Pause between attempts to consume a shard whose consumer was cancelled.
+const RECONSUME_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Acks an inbound message once every event in it is done.
+/// Acks an inbound message once every item in it is done.
 struct DeliveryAck {
     acker: Acker,
     remaining: AtomicUsize,
@@ -54,9 +64,35 @@ impl DeliveryAck {
 }
 
 struct Pending {
-    report: ChangeReport,
-    inbound: InboundEvent,
+    item: InboundEvent,
     ack: Arc<DeliveryAck>,
+}
+
+/// Whether each inbound shard has a live consumer, for `/readyz`.
+pub struct ShardHealth {
+    alive: Vec<AtomicBool>,
+}
+
+impl ShardHealth {
+    pub fn new(shards: u16) -> Self {
+        Self { alive: (0..shards).map(|_| AtomicBool::new(false)).collect() }
+    }
+
+    fn set(&self, shard: usize, alive: bool) {
+        if let Some(a) = self.alive.get(shard) {
+            a.store(alive, Ordering::Relaxed);
+        }
+        metrics::gauge!("groupwatch_shard_consumer_up", "shard" => shard.to_string()).set(if alive {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    /// The shards without a live consumer.
+    pub fn down(&self) -> Vec<usize> {
+        self.alive.iter().enumerate().filter(|(_, a)| !a.load(Ordering::Relaxed)).map(|(i, _)| i).collect()
+    }
 }
 
 pub struct Worker {
@@ -64,35 +100,66 @@ pub struct Worker {
     broker: Broker,
     prefetch: u16,
     recent: RecentKeys,
+    /// The configured (provider, tenant) pairs: work for any other is parked, not processed.
+    tenants: HashSet<(Provider, String)>,
+    pub health: Arc<ShardHealth>,
 }
 
-/// Keys of callbacks fully processed within the dedupe window: WeCom's retries of them are
-/// acked without another fetch. Keys include UpdateDetail, the member versions and the member
-/// list, so distinct changes in the same second never collide.
+/// Keys of notifications fully processed within the dedupe window: a vendor's retries of them
+/// are acked without another fetch. Expiry is in arrival order, so each key costs O(1)
+/// amortised, and the number of keys is bounded.
 struct RecentKeys {
     window: Duration,
-    seen: Mutex<HashMap<String, Instant>>,
+    max: usize,
+    inner: Mutex<Recent>,
+}
+
+#[derive(Default)]
+struct Recent {
+    /// Entries in the order remembered, each with a serial number.
+    order: VecDeque<(Instant, u64, String)>,
+    /// Each key's latest entry.
+    seen: HashMap<String, (Instant, u64)>,
+    serial: u64,
 }
 
 impl RecentKeys {
-    fn contains(&self, key: &str) -> bool {
-        let seen = self.seen.lock().expect("recent keys lock");
-        seen.get(key).is_some_and(|at| at.elapsed() < self.window)
+    fn new(window: Duration, max: usize) -> Self {
+        Self { window, max, inner: Mutex::new(Recent::default()) }
     }
 
-    fn remember(&self, keys: &[&str]) {
+    fn contains(&self, key: &str) -> bool {
+        let recent = self.inner.lock().expect("recent keys lock");
+        recent.seen.get(key).is_some_and(|(at, _)| at.elapsed() < self.window)
+    }
+
+    fn remember<'a>(&self, keys: impl Iterator<Item = &'a str>) {
         if self.window.is_zero() {
             return;
         }
-        let mut seen = self.seen.lock().expect("recent keys lock");
+        let mut recent = self.inner.lock().expect("recent keys lock");
         let now = Instant::now();
-        // Bounded by what one window of traffic can add; expired keys go on the next growth.
-        if seen.len() > 10_000 {
-            seen.retain(|_, at| at.elapsed() < self.window);
-        }
         for k in keys {
-            seen.insert((*k).to_owned(), now);
+            recent.serial += 1;
+            let serial = recent.serial;
+            recent.seen.insert(k.to_owned(), (now, serial));
+            recent.order.push_back((now, serial, k.to_owned()));
         }
+        while let Some((at, _, _)) = recent.order.front() {
+            if at.elapsed() < self.window && recent.seen.len() <= self.max {
+                break;
+            }
+            let (_, serial, key) = recent.order.pop_front().expect("front exists");
+            // A key remembered again later has a newer entry further back; keep that one.
+            if recent.seen.get(&key).is_some_and(|(_, latest)| *latest == serial) {
+                recent.seen.remove(&key);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner.lock().unwrap().seen.len()
     }
 }
 
@@ -101,19 +168,39 @@ struct Generation {
     worker: Arc<Worker>,
     link: Link,
     chats: Mutex<HashMap<GroupKey, mpsc::UnboundedSender<Pending>>>,
-    tasks: TaskTracker,
+    tasks: Mutex<JoinSet<()>>,
     cancel: CancellationToken,
     /// The consuming channel, closed at the end so that the connection closes cleanly.
     channel: std::sync::OnceLock<lapin::Channel>,
 }
 
+/// Worker settings, from `[worker]`.
+pub struct WorkerSettings {
+    pub prefetch: u16,
+    pub dedupe_window: Duration,
+    pub dedupe_max: usize,
+}
+
 impl Worker {
-    pub fn new(pipeline: Arc<Pipeline>, broker: Broker, prefetch: u16, dedupe_window: Duration) -> Self {
-        let recent = RecentKeys { window: dedupe_window, seen: Mutex::new(HashMap::new()) };
-        Self { pipeline, broker, prefetch, recent }
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        broker: Broker,
+        settings: WorkerSettings,
+        tenants: HashSet<(Provider, String)>,
+    ) -> Self {
+        let health = Arc::new(ShardHealth::new(broker.topology().inbound_shards));
+        Self {
+            pipeline,
+            broker,
+            prefetch: settings.prefetch,
+            recent: RecentKeys::new(settings.dedupe_window, settings.dedupe_max),
+            tenants,
+            health,
+        }
     }
 
-    /// Runs until `shutdown`: one generation per broker connection.
+    /// Runs until `shutdown`: one generation per broker connection, the next starting only
+    /// once the previous one's actors are done.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut links = self.broker.watch();
         loop {
@@ -128,7 +215,7 @@ impl Worker {
                 worker: self.clone(),
                 link,
                 chats: Mutex::new(HashMap::new()),
-                tasks: TaskTracker::new(),
+                tasks: Mutex::new(JoinSet::new()),
                 cancel: shutdown.child_token(),
                 channel: std::sync::OnceLock::new(),
             });
@@ -153,38 +240,95 @@ impl Generation {
         let channel = self.link.connection.create_channel().await?;
         channel.basic_qos(self.worker.prefetch, BasicQosOptions::default()).await?;
         let _ = self.channel.set(channel.clone());
-        for queue in self.worker.broker.topology().inbound_queues() {
-            let consumer =
-                channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
+        for (shard, queue) in self.worker.broker.topology().inbound_queues().enumerate() {
             let generation = self.clone();
-            self.tasks.spawn(async move {
-                let mut consumer = consumer;
-                loop {
-                    let next = tokio::select! {
-                        _ = generation.cancel.cancelled() => break,
-                        d = consumer.next() => d,
-                    };
-                    match next {
-                        Some(Ok(delivery)) => generation.clone().accept(delivery).await,
-                        Some(Err(e)) => {
-                            tracing::warn!(queue, error = %e, "consumer failed");
-                            generation.link.mark_broken();
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-            });
+            let channel = channel.clone();
+            self.spawn(async move { generation.consume(shard, queue, channel).await });
         }
         Ok(())
     }
 
-    /// Stops every actor of this generation and waits for in-flight attempts to finish.
+    /// Consumes one shard until the generation ends. A consumer the broker cancels (its queue
+    /// was deleted) is re-declared and consumed again, so intake and processing resume.
+    async fn consume(self: Arc<Self>, shard: usize, queue: String, channel: lapin::Channel) {
+        let health = self.worker.health.clone();
+        loop {
+            let consumer =
+                match channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(queue, error = %e, "cannot consume an inbound shard");
+                        health.set(shard, false);
+                        self.link.mark_broken();
+                        return;
+                    }
+                };
+            health.set(shard, true);
+            let mut consumer = consumer;
+            loop {
+                let next = tokio::select! {
+                    _ = self.cancel.cancelled() => {
+                        health.set(shard, false);
+                        return;
+                    }
+                    d = consumer.next() => d,
+                };
+                match next {
+                    Some(Ok(delivery)) => self.clone().accept(delivery).await,
+                    Some(Err(e)) => {
+                        tracing::warn!(queue, error = %e, "consumer failed");
+                        health.set(shard, false);
+                        self.link.mark_broken();
+                        return;
+                    }
+                    None => break,
+                }
+            }
+            health.set(shard, false);
+            metrics::counter!("groupwatch_consumer_cancellations_total").increment(1);
+            tracing::error!(
+                queue,
+                "the broker cancelled the consumer of an inbound shard (queue deleted?); \
+                re-declaring the topology and consuming again"
+            );
+            loop {
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(RECONSUME_BACKOFF) => {}
+                }
+                match self.worker.broker.topology().declare(&channel).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(queue, error = %e, "re-declaring the topology failed; will retry"),
+                }
+            }
+        }
+    }
+
+    /// Spawns a task of this generation, unless it is stopping (then the work is dropped
+    /// unacked, and redelivered to the next generation).
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) -> bool {
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        if self.cancel.is_cancelled() {
+            return false;
+        }
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+        true
+    }
+
+    /// Stops every task of this generation: waits for in-flight attempts, then aborts the rest.
     async fn stop(&self) {
         self.cancel.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(20), self.tasks.wait()).await.is_err() {
-            tracing::warn!("some chats were still busy at shutdown; their messages will be redelivered");
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        let drained = tokio::time::timeout(STOP_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(
+                busy = tasks.len(),
+                "chats still busy at the end of a generation; aborting them \
+                (their messages will be redelivered)"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
         }
         // Whatever is still unacked goes back to the queue, as it would with the connection.
         if let Some(channel) = self.channel.get() {
@@ -195,12 +339,12 @@ impl Generation {
     }
 
     async fn accept(self: Arc<Self>, delivery: lapin::message::Delivery) {
-        let batch: InboundBatch = match serde_json::from_slice(&delivery.data) {
+        let batch = match inbound::decode(&delivery.data) {
             Ok(b) => b,
             Err(e) => {
                 // Not ours to interpret, but never dropped silently: park it with the reason.
                 let reason = format!("undecodable inbound message: {e}");
-                if self.dead_letter_raw(&delivery.data, &reason, None).await {
+                if dead::park(&self.worker.broker, &delivery.data, &reason, None).await.is_ok() {
                     let _ = delivery.acker.ack(BasicAckOptions::default()).await;
                 }
                 return;
@@ -211,20 +355,27 @@ impl Generation {
             return;
         }
         let ack = Arc::new(DeliveryAck { acker: delivery.acker, remaining: AtomicUsize::new(batch.events.len()) });
-        let now = crate::core::clock::now_ms();
-        for inbound in batch.events {
-            let lag = (now - inbound.received_at_ms).max(0) as f64 / 1000.0;
-            metrics::histogram!("groupwatch_inbound_lag_seconds").record(lag);
-            if self.worker.recent.contains(&inbound.key) {
-                metrics::counter!("groupwatch_callbacks_deduplicated_total").increment(1);
-                tracing::debug!(tenant = %inbound.tenant, chat_id = %inbound.event.chat_id, event_key = %inbound.key,
-                    "callback already processed within the dedupe window");
+        let now = now_ms();
+        for item in batch.events {
+            let lag = (now - item.received_at_ms).max(0) as f64 / 1000.0;
+            metrics::histogram!("groupwatch_inbound_lag_seconds", "provider" => item.provider.as_str()).record(lag);
+            if !self.worker.tenants.contains(&(item.provider, item.tenant.clone())) {
+                let reason = format!("{} tenant {:?} is not configured", item.provider, item.tenant);
+                if dead::park_item(&self.worker.broker, &item, &reason).await.is_ok() {
+                    ack.done().await;
+                }
+                continue;
+            }
+            if item.dedupe && self.worker.recent.contains(&item.key) {
+                metrics::counter!("groupwatch_callbacks_deduplicated_total", "provider" => item.provider.as_str())
+                    .increment(1);
+                tracing::debug!(provider = %item.provider, tenant = %item.tenant, chat_id = %item.chat_id,
+                    event_key = %item.key, "notification already processed within the dedupe window");
                 ack.done().await;
                 continue;
             }
-            let key = GroupKey::new(inbound.provider, inbound.tenant.clone(), inbound.event.chat_id.clone());
-            let pending = Pending { report: report_of(&inbound.event), inbound, ack: ack.clone() };
-            self.dispatch(key, pending);
+            let key = GroupKey::new(item.provider, item.tenant.clone(), item.chat_id.clone());
+            self.dispatch(key, Pending { item, ack: ack.clone() });
         }
     }
 
@@ -233,128 +384,196 @@ impl Generation {
         let pending = match chats.get(&key) {
             Some(tx) => match tx.send(pending) {
                 Ok(()) => return,
-                // The actor closed its mailbox because it went idle: start a fresh one.
+                // The actor ended without removing itself (aborted): start a fresh one.
                 Err(mpsc::error::SendError(p)) => p,
             },
             None => pending,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         tx.send(pending).ok();
-        chats.insert(key.clone(), tx);
         let generation = self.clone();
-        self.tasks.spawn(async move { generation.chat_actor(key, rx).await });
+        let actor_key = key.clone();
+        if self.spawn(async move { generation.chat_actor(actor_key, rx).await }) {
+            chats.insert(key, tx);
+        }
+    }
+
+    /// Removes the chat's actor from the map if nothing is waiting for it; otherwise returns what
+    /// arrived. Senders only send under the map lock, so nothing can arrive after the removal.
+    fn retire(&self, key: &GroupKey, rx: &mut mpsc::UnboundedReceiver<Pending>) -> Option<Pending> {
+        let mut chats = self.chats.lock().expect("chat map lock");
+        match rx.try_recv() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                chats.remove(key);
+                None
+            }
+        }
     }
 
     async fn chat_actor(self: Arc<Self>, key: GroupKey, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let pipeline = &self.worker.pipeline;
-        let coalesce = pipeline.settings.coalesce;
+        let settings = &pipeline.settings;
         let mut pending: Vec<Pending> = Vec::new();
         let mut attempt = 0usize;
         let mut due: Option<Instant> = None;
+        let mut sighting: Option<Sighting> = None;
+        // A commit the store could not take, and how many pending items it covers.
+        let mut unstored: Option<(Box<Prepared>, usize)> = None;
+        // A confirmation read of what a fetch showed beyond the reports is scheduled.
+        let mut confirm = false;
         loop {
-            let idle = pending.is_empty();
+            let idle = pending.is_empty() && due.is_none();
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => return,
                 msg = rx.recv() => match msg {
                     Some(p) => {
-                        due.get_or_insert_with(|| Instant::now() + coalesce);
+                        due.get_or_insert_with(|| Instant::now() + settings.coalesce);
                         pending.push(p);
                     }
                     None => return,
                 },
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                    // Whatever arrived while this actor was busy joins this attempt.
-                    while let Ok(p) = rx.try_recv() {
-                        pending.push(p);
-                    }
-                    let reports: Vec<ChangeReport> = pending.iter().map(|p| p.report.clone()).collect();
-                    let outcome = pipeline.process(&key, &reports, attempt).await;
+                    let (outcome, covered) = match unstored.take() {
+                        Some((prepared, covered)) => (pipeline.store(&key, *prepared, attempt).await, covered),
+                        None => {
+                            // Whatever arrived while this actor was busy joins this attempt.
+                            while let Ok(p) = rx.try_recv() {
+                                pending.push(p);
+                            }
+                            let reports: Vec<ChangeReport> =
+                                pending.iter().flat_map(|p| p.item.reports.iter().cloned()).collect();
+                            let reconcile = confirm || pending.iter().any(|p| p.item.work == Work::Reconcile);
+                            let work = pipeline::Work { reports: &reports, reconcile, attempt };
+                            (pipeline.process(&key, work, &mut sighting).await, pending.len())
+                        }
+                    };
+                    due = None;
                     match outcome {
-                        Outcome::Done { .. } => {
-                            let keys: Vec<&str> = pending.iter().map(|p| p.inbound.key.as_str()).collect();
-                            self.worker.recent.remember(&keys);
-                            let now = crate::core::clock::now_ms();
-                            for p in &pending {
-                                let latency = (now - p.inbound.received_at_ms).max(0) as f64 / 1000.0;
-                                metrics::histogram!("groupwatch_callback_to_publish_seconds").record(latency);
-                            }
-                            for p in pending.drain(..) {
-                                p.ack.done().await;
-                            }
+                        Outcome::Done { leftovers, .. } => {
+                            self.finish(&mut pending, covered, true).await;
                             attempt = 0;
-                            due = None;
+                            confirm = leftovers;
+                            if leftovers {
+                                due = Some(Instant::now() + settings.confirm_delay);
+                            }
+                        }
+                        Outcome::GaveUp => {
+                            self.finish(&mut pending, covered, false).await;
+                            attempt = 0;
+                            confirm = false;
                         }
                         Outcome::RetryAfter(delay) => {
                             attempt += 1;
                             due = Some(Instant::now() + delay);
                         }
-                        Outcome::Paused(wait) => due = Some(Instant::now() + wait),
+                        Outcome::Wait(delay) => due = Some(Instant::now() + delay),
+                        Outcome::Unstored(prepared, delay) => {
+                            unstored = Some((prepared, covered));
+                            due = Some(Instant::now() + delay);
+                        }
+                        Outcome::Conflict => due = Some(Instant::now()),
                         Outcome::Poison(reason) => {
-                            for p in pending.drain(..) {
-                                if !self.dead_letter(&p.inbound, &reason).await {
+                            for p in pending.drain(..covered) {
+                                let parked = p.item.work == Work::Drain
+                                    || dead::park_item(&self.worker.broker, &p.item, &reason).await.is_ok();
+                                if !parked {
+                                    // Unacked and unparked: the broker redelivers it on the next link.
                                     self.link.mark_broken();
                                     return;
                                 }
                                 p.ack.done().await;
                             }
                             attempt = 0;
-                            due = None;
+                            confirm = false;
+                            sighting = None;
                         }
-                        // Dropped without ack, exactly like a crash: the broker redelivers on reconnect.
-                        Outcome::Halted => return,
-                        Outcome::Abandon(reason) => {
-                            tracing::warn!(tenant = %key.tenant, chat_id = %key.chat_id, reason,
-                                "dropping unacked work; the broker will redeliver it");
-                            self.link.mark_broken();
-                            return;
-                        }
+                        // Dropped without ack, exactly like a crash: the broker redelivers.
+                        Outcome::Crashed => return,
+                    }
+                    if due.is_none() && !pending.is_empty() {
+                        due = Some(Instant::now() + settings.coalesce);
                     }
                 },
-                _ = tokio::time::sleep(IDLE_ACTOR), if idle => {
-                    rx.close();
-                    while let Ok(p) = rx.try_recv() {
+                _ = tokio::time::sleep(IDLE_ACTOR), if idle => match self.retire(&key, &mut rx) {
+                    Some(p) => {
                         pending.push(p);
+                        due = Some(Instant::now() + settings.coalesce);
                     }
-                    if pending.is_empty() {
-                        return;
-                    }
-                    due = Some(Instant::now() + coalesce);
-                }
+                    None => return,
+                },
             }
         }
     }
 
-    async fn dead_letter(&self, inbound: &InboundEvent, reason: &str) -> bool {
-        let body = serde_json::to_vec(&InboundBatch { events: vec![inbound.clone()] }).expect("serialisable");
-        self.dead_letter_raw(&body, reason, Some(inbound)).await
-    }
-
-    /// Publishes a failed inbound message to `{exchange}.dead` with the reason in its headers.
-    async fn dead_letter_raw(&self, body: &[u8], reason: &str, inbound: Option<&InboundEvent>) -> bool {
-        let topology = self.worker.broker.topology();
-        let mut headers = FieldTable::default();
-        headers.insert("x-groupwatch-reason".into(), AMQPValue::LongString(reason.to_owned().into()));
-        headers.insert("x-groupwatch-failed-at".into(), AMQPValue::LongLongInt(crate::core::clock::now_ms()));
-        if let Some(e) = inbound {
-            headers.insert("x-groupwatch-tenant".into(), AMQPValue::LongString(e.tenant.clone().into()));
-            headers.insert("x-groupwatch-chat-id".into(), AMQPValue::LongString(e.event.chat_id.clone().into()));
+    /// Acknowledges the first `covered` pending items; `applied`: their changes were stored and
+    /// published, so their keys are remembered for the dedupe window.
+    async fn finish(&self, pending: &mut Vec<Pending>, covered: usize, applied: bool) {
+        let now = now_ms();
+        let done: Vec<Pending> = pending.drain(..covered.min(pending.len())).collect();
+        if applied {
+            self.worker.recent.remember(done.iter().filter(|p| p.item.dedupe).map(|p| p.item.key.as_str()));
         }
-        let properties = BasicProperties::default().with_content_type("application/json".into()).with_headers(headers);
-        match self.worker.broker.publish("", &topology.dead_letter_queue(), body, properties).await {
-            Ok(()) => {
-                metrics::counter!("groupwatch_dead_letters_total").increment(1);
-                tracing::error!(
-                    reason,
-                    chat_id = inbound.map(|e| e.event.chat_id.as_str()),
-                    "event moved to the dead-letter queue"
-                );
-                true
+        for p in done {
+            if p.item.work == Work::Change {
+                let latency = (now - p.item.received_at_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!("groupwatch_callback_to_publish_seconds", "provider" => p.item.provider.as_str())
+                    .record(latency);
             }
+            p.ack.done().await;
+        }
+    }
+}
+
+/// Inside `serve`: every `every`, asks the actors of chats with events stored longer than that
+/// and still unpublished to publish them (through their shards, so the chat's one actor does
+/// it). Normally the attempt that stored them publishes them; this covers every other path.
+pub async fn sweep_outbox(store: Arc<dyn SnapshotStore>, inbound: Inbound, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let before = now_ms() - every.as_millis() as i64;
+        let stuck = match store.chats_with_unpublished(before, 1_000).await {
+            Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot dead-letter; the message stays unacked");
-                false
+                tracing::warn!(error = %e, "outbox sweep: cannot read the store");
+                continue;
+            }
+        };
+        for key in stuck {
+            metrics::counter!("groupwatch_outbox_swept_total", "provider" => key.provider.as_str()).increment(1);
+            let request = InboundEvent::request(Work::Drain, key.provider, &key.tenant, &key.chat_id, now_ms());
+            if let Err(e) = inbound.hand_off(request).await {
+                tracing::warn!(chat_id = %key.chat_id, error = %e, "outbox sweep: cannot queue a drain");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_keys_expire_in_order_and_stay_bounded() {
+        let recent = RecentKeys::new(Duration::from_secs(60), 3);
+        recent.remember(["a", "b"].into_iter());
+        assert!(recent.contains("a") && recent.contains("b") && !recent.contains("c"));
+        recent.remember(["c", "d"].into_iter());
+        assert_eq!(recent.len(), 3, "bounded");
+        assert!(!recent.contains("a"), "the oldest went first");
+        // Remembering a key again keeps it past its first entry's eviction.
+        recent.remember(["b"].into_iter());
+        recent.remember(["e"].into_iter());
+        assert!(recent.contains("b"));
+        let expiring = RecentKeys::new(Duration::from_millis(1), 100);
+        expiring.remember(["x"].into_iter());
+        std::thread::sleep(Duration::from_millis(5));
+        expiring.remember(["y"].into_iter());
+        assert!(!expiring.contains("x"));
+        assert_eq!(expiring.len(), 1, "expired keys are gone without a scan of the whole map");
     }
 }

@@ -1,27 +1,35 @@
 //! Reconciliation. WeCom sends no callback for changes made through its API, and callbacks can
-//! be lost, so every group is walked now and then (`groupwatch resync`, or periodically inside
-//! `serve`): `groupchat/list` → `groupchat/get` → the same diff and publisher as callbacks.
-//! Changes found this way have `occurred_at: null`; a group seen for the first time becomes a
-//! baseline (no events), so a first resync never floods consumers.
+//! be lost, so every group is looked at now and then (`groupwatch resync`, or periodically inside
+//! `serve`): `groupchat/list` names the groups, and each gets a reconcile request through its
+//! inbound shard, so the chat's one actor handles it in order with the chat's callbacks (never
+//! two writers at once). The actor fetches, judges and diffs as for a callback: changes found this
+//! way have `occurred_at: null`, a group seen for the first time becomes a baseline (no events),
+//! and nothing is believed that a second read does not confirm.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WecomTenant;
-use crate::core::model::{GroupKey, Provider};
+use crate::core::clock::now_ms;
+use crate::core::model::Provider;
 use crate::provider::wecom::WecomClient;
 use crate::provider::FetchError;
-use crate::worker::pipeline::{Outcome, Pipeline};
+use crate::queue::inbound::{HandOffError, Inbound, InboundEvent, Work};
+use crate::store::SnapshotStore;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     pub tenant: String,
+    /// Groups whose reconciliation was seen through (or, without waiting, requested).
     pub groups_scanned: usize,
     pub events_published: usize,
-    /// Groups whose fetch failed for good (they are retried by the next resync).
+    /// Groups not reconciled within the wait (they are looked at again by the next resync).
     pub groups_failed: usize,
+    /// API calls made by the listing (the fetches are the workers').
     pub api_calls: u64,
     pub duration: Duration,
 }
@@ -41,72 +49,109 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Walks one tenant's groups (optionally only those of `owners`) and publishes what differs
-/// from the stored snapshots. Stops early, between groups, when `stop` is cancelled.
-pub async fn resync_tenant(
-    pipeline: &Pipeline,
+#[derive(Debug, thiserror::Error)]
+pub enum ResyncError {
+    #[error("listing the groups failed: {0}")]
+    List(#[from] FetchError),
+    #[error("queueing the reconcile requests failed: {0}")]
+    HandOff(#[from] HandOffError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Lists one tenant's groups (optionally only those of `owners`) and queues a reconcile request
+/// for each; returns the chat ids.
+pub async fn request_tenant(
     client: &WecomClient,
+    inbound: &Inbound,
     tenant: &str,
     owners: &[String],
     page_size: u32,
-    stop: &CancellationToken,
-) -> Result<Summary, FetchError> {
+) -> Result<Vec<String>, ResyncError> {
+    let chats = client.list_chats(tenant, owners, page_size).await?;
+    let at = now_ms();
+    let requests = chats.iter().map(|chat| {
+        inbound.hand_off(InboundEvent::request(Work::Reconcile, Provider::Wecom, tenant, &chat.chat_id, at))
+    });
+    // Handed off together, they share the group commit.
+    for result in futures_util::future::join_all(requests).await {
+        result?;
+    }
+    metrics::counter!("groupwatch_resync_groups_total", "provider" => Provider::Wecom.as_str())
+        .increment(chats.len() as u64);
+    Ok(chats.into_iter().map(|c| c.chat_id).collect())
+}
+
+/// `groupwatch resync` for one tenant: queues the requests, then (with `wait`) follows the store
+/// until the workers have reconciled every listed group or the wait is over.
+pub async fn resync_tenant(
+    client: &WecomClient,
+    inbound: &Inbound,
+    store: &Arc<dyn SnapshotStore>,
+    tenant: &str,
+    owners: &[String],
+    page_size: u32,
+    wait: Option<Duration>,
+) -> Result<Summary, ResyncError> {
     let started = Instant::now();
     let calls_before = client.calls();
-    let chats = client.list_chats(tenant, owners, page_size).await?;
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(chats.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} groups {msg}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("resync {tenant}"));
-        bar
-    } else {
-        ProgressBar::hidden()
+    let before: HashMap<String, i64> =
+        store.progress(Provider::Wecom, tenant).await?.into_iter().map(|p| (p.chat_id, p.last_seq)).collect();
+    let asked_at = now_ms();
+    let chats = request_tenant(client, inbound, tenant, owners, page_size).await?;
+    let mut summary = Summary {
+        tenant: tenant.to_owned(),
+        api_calls: client.calls() - calls_before,
+        groups_scanned: chats.len(),
+        ..Default::default()
     };
-    let mut summary = Summary { tenant: tenant.to_owned(), ..Default::default() };
-    for chat in chats {
-        if stop.is_cancelled() {
-            break;
-        }
-        let key = GroupKey::new(Provider::Wecom, tenant, chat.chat_id);
-        let mut attempt = 0;
+    if let Some(wait) = wait {
+        let bar = progress_bar(tenant, chats.len());
+        let deadline = Instant::now() + wait;
         loop {
-            match pipeline.process(&key, &[], attempt).await {
-                Outcome::Done { events, .. } => {
-                    summary.events_published += events;
-                    break;
-                }
-                Outcome::RetryAfter(delay) => {
-                    attempt += 1;
-                    tokio::time::sleep(delay).await;
-                }
-                Outcome::Paused(wait) => tokio::time::sleep(wait).await,
-                Outcome::Poison(reason) | Outcome::Abandon(reason) => {
-                    tracing::warn!(tenant, chat_id = %key.chat_id, reason, "resync could not reconcile this group");
-                    summary.groups_failed += 1;
-                    break;
-                }
-                Outcome::Halted => break,
+            let now: HashMap<String, (i64, i64)> = store
+                .progress(Provider::Wecom, tenant)
+                .await?
+                .into_iter()
+                .map(|p| (p.chat_id, (p.last_seq, p.checked_at_ms)))
+                .collect();
+            let done: Vec<&String> =
+                chats.iter().filter(|c| now.get(*c).is_some_and(|(_, checked)| *checked >= asked_at)).collect();
+            summary.groups_scanned = done.len();
+            summary.events_published =
+                done.iter().map(|c| (now[*c].0 - before.get(*c).copied().unwrap_or(0)).max(0) as usize).sum();
+            bar.set_position(done.len() as u64);
+            bar.set_message(format!("{} events", summary.events_published));
+            if done.len() == chats.len() || Instant::now() >= deadline {
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        summary.groups_scanned += 1;
-        bar.set_message(format!("{} events", summary.events_published));
-        bar.inc(1);
+        bar.finish_and_clear();
+        summary.groups_failed = chats.len() - summary.groups_scanned;
     }
-    bar.finish_and_clear();
-    summary.api_calls = client.calls() - calls_before;
     summary.duration = started.elapsed();
-    metrics::counter!("groupwatch_resync_groups_total").increment(summary.groups_scanned as u64);
     Ok(summary)
 }
 
-/// Inside `serve`: one resync of every tenant each `interval`, until `stop`.
+fn progress_bar(tenant: &str, len: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} groups {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("resync {tenant}"));
+    bar
+}
+
+/// Inside `serve`: every `interval`, queues a reconcile request for every group of every tenant.
 pub async fn run_periodically(
-    pipeline: std::sync::Arc<Pipeline>,
     client: WecomClient,
+    inbound: Inbound,
     tenants: Vec<WecomTenant>,
     page_size: u32,
     interval: Duration,
@@ -125,9 +170,9 @@ pub async fn run_periodically(
                     continue;
                 }
             };
-            match resync_tenant(&pipeline, &client, &t.tenant, &owners, page_size, &stop).await {
-                Ok(summary) => tracing::info!(tenant = %t.tenant, "{summary}"),
-                Err(e) => tracing::warn!(tenant = %t.tenant, error = %e, "resync could not list the groups"),
+            match request_tenant(&client, &inbound, &t.tenant, &owners, page_size).await {
+                Ok(chats) => tracing::info!(tenant = %t.tenant, groups = chats.len(), "resync requested"),
+                Err(e) => tracing::warn!(tenant = %t.tenant, error = %e, "resync could not be requested"),
             }
         }
     }

@@ -109,6 +109,7 @@ fn report() -> impl Strategy<Value = ChangeReport> {
             members: members.into_iter().map(str::to_owned).collect(),
             quit_scene,
             member_version: None,
+            previous_version: None,
         })
 }
 
@@ -124,7 +125,7 @@ fn change() -> impl Strategy<Value = (GroupSnapshot, GroupSnapshot, Vec<ChangeRe
 }
 
 fn stored(snapshot: GroupSnapshot) -> StoredGroup {
-    StoredGroup { snapshot, dismissed: false, updated_at_ms: 0 }
+    StoredGroup::new(snapshot)
 }
 
 fn assert_unique_ids(events: &[GroupEvent]) -> Result<(), TestCaseError> {
@@ -205,7 +206,7 @@ proptest! {
         at in 1i64..100,
     ) {
         let mut reports = reports;
-        reports.push(ChangeReport { occurred_at: at, kind: ReportKind::Dismiss, members: vec![], quit_scene: None, member_version: None });
+        reports.push(ChangeReport { occurred_at: at, kind: ReportKind::Dismiss, members: vec![], quit_scene: None, member_version: None, previous_version: None });
         let events = diff(&key(), Some(&stored(prev.clone())), Observed::Dismissed, &reports);
         prop_assert_eq!(events.len(), prev.members.len() + 1);
         let (last, leaves) = events.split_last().unwrap();
@@ -224,7 +225,7 @@ proptest! {
         at in 1i64..100,
     ) {
         let mut reports = reports;
-        reports.push(ChangeReport { occurred_at: at, kind: ReportKind::Create, members: vec![], quit_scene: None, member_version: None });
+        reports.push(ChangeReport { occurred_at: at, kind: ReportKind::Create, members: vec![], quit_scene: None, member_version: None, previous_version: None });
         let events = diff(&key(), None, Observed::Group(&next), &reports);
         prop_assert_eq!(events.len(), next.members.len() + 1);
         let (first, joins) = events.split_first().unwrap();

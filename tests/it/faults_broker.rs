@@ -135,7 +135,7 @@ async fn broker_cut_mid_stream_loses_and_invents_nothing() {
     tokio::time::timeout(Duration::from_secs(45), stream).await.expect("the stream finishes").unwrap();
     assert_eq!(accepted.load(Ordering::SeqCst), JOINS as usize);
 
-    let expected = expected_ids_create_then_joins(&joins);
+    let expected = expected_changes_create_then_joins(&joins);
     assert_eq!(expected.len(), 3 + JOINS as usize);
     let mut events = Vec::new();
     collect_until(&tap, &mut events, &expected, Duration::from_secs(30), Duration::from_secs(2)).await;

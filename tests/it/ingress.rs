@@ -31,19 +31,23 @@ async fn every_fixture_replayed_over_http_lands_in_the_inbound_queue() {
         assert_eq!(status, 200, "{}", file.display());
         let xml = std::fs::read_to_string(&file).unwrap();
         if let Callback::ChangeExternalChat(ev) = parse_callback(&xml).unwrap() {
-            expected.push(*ev);
+            expected.push((ev.chat_id.clone(), vec![groupwatch::provider::wecom::report_of(&ev)]));
         }
     }
     assert_eq!(expected.len(), fixtures().len() - 1, "all but the unknown event type are queued");
 
     let found = drain_inbound(&conn, &app.topology).await;
-    let mut got: Vec<_> = found.iter().map(|(_, ev)| ev.event.clone()).collect();
-    got.sort_by(|a, b| (a.create_time, &a.chat_id).cmp(&(b.create_time, &b.chat_id)));
-    expected.sort_by(|a, b| (a.create_time, &a.chat_id).cmp(&(b.create_time, &b.chat_id)));
+    // Neutral reports cross the queue, never the WeCom shape.
+    let mut got: Vec<_> = found.iter().map(|(_, ev)| (ev.chat_id.clone(), ev.reports.clone())).collect();
+    let order = |(chat, reports): &(String, Vec<groupwatch::core::report::ChangeReport>)| {
+        (reports[0].occurred_at, chat.clone())
+    };
+    got.sort_by_key(order);
+    expected.sort_by_key(order);
     assert_eq!(got, expected);
     for (queue, ev) in &found {
         assert_eq!(ev.tenant, TENANT);
-        assert_eq!(queue, &app.topology.inbound_queue(app.topology.shard_for(&ev.event.chat_id)));
+        assert_eq!(queue, &app.topology.inbound_queue(app.topology.shard_for(&ev.chat_id)));
     }
     cleanup(&conn, &app.topology).await;
     app.stop().await;
@@ -361,7 +365,7 @@ async fn concurrent_callbacks_are_group_committed_and_none_is_lost() {
     assert_eq!(keys.len(), 300, "and queued once");
     // One flush carries several shards; each event must still sit in its own chat's shard.
     for (queue, event) in &events {
-        assert_eq!(queue, &app.topology.inbound_queue(app.topology.shard_for(&event.event.chat_id)));
+        assert_eq!(queue, &app.topology.inbound_queue(app.topology.shard_for(&event.chat_id)));
     }
     let shards: std::collections::HashSet<_> = events.iter().map(|(q, _)| q.clone()).collect();
     assert!(shards.len() > 1, "seven chats spread over more than one shard");

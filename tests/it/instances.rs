@@ -120,7 +120,7 @@ async fn burst_with_kills(kill_at: &[usize]) {
         let xml = callback_xml_for(chat, CHAT_CREATE_TIME, "create", None, &[], None);
         deliver(&cluster.replayers, j % INSTANCES, &xml, &none).await;
     }
-    let created: HashSet<String> = chats.iter().flat_map(|c| expected_ids_create_then_joins_in(c, &[])).collect();
+    let created: HashSet<Change> = chats.iter().flat_map(|c| expected_changes_create_then_joins_in(c, &[])).collect();
     let mut events = Vec::new();
     collect_until(&cluster.tap, &mut events, &created, Duration::from_secs(20), Duration::ZERO).await;
     // However the creates came in, one instance processed each chat.
@@ -193,7 +193,7 @@ async fn burst_with_kills(kill_at: &[usize]) {
     for chat in &chats {
         let of_chat: Vec<(String, i64)> =
             joins.iter().filter(|(c, _, _)| c == chat).map(|(_, u, t)| (u.clone(), *t)).collect();
-        expected.extend(expected_ids_create_then_joins_in(chat, &of_chat));
+        expected.extend(expected_changes_create_then_joins_in(chat, &of_chat));
     }
     assert_eq!(expected.len(), chats.len() * 3 + JOINS);
     collect_until(&cluster.tap, &mut events, &expected, Duration::from_secs(30), Duration::from_secs(2)).await;
@@ -241,7 +241,7 @@ async fn three_instances_process_a_chat_once() {
     // Created through the last instance, which is not the active consumer.
     deliver(&cluster.replayers, INSTANCES - 1, &callback_xml(CHAT_CREATE_TIME, "create", None, &[], None), &none).await;
     let mut events = Vec::new();
-    let created = expected_ids_create_then_joins(&[]);
+    let created = expected_changes_create_then_joins(&[]);
     collect_until(&cluster.tap, &mut events, &created, Duration::from_secs(20), Duration::ZERO).await;
     cluster.simc.reset_stats().await.unwrap();
     let mut fetches_before = Vec::new();
@@ -258,7 +258,7 @@ async fn three_instances_process_a_chat_once() {
         deliver(&cluster.replayers, i % INSTANCES, &xml, &retries).await;
     }
     let burst_took = burst_started.elapsed();
-    let expected = expected_ids_create_then_joins(&joins);
+    let expected = expected_changes_create_then_joins(&joins);
     collect_until(&cluster.tap, &mut events, &expected, Duration::from_secs(30), Duration::from_secs(1)).await;
     let duplicates = assert_published_exactly(&events, &expected);
     assert_eq!(duplicates, 0, "no crash, no duplicates");

@@ -60,7 +60,7 @@ async fn metrics_expose_every_stage_after_a_short_scenario() {
     }
     assert!(text.contains(r#"groupwatch_callbacks_total{tenant="acme",outcome="accepted"}"#), "{text}");
     assert!(text.contains(r#"outcome="bad_signature""#), "{text}");
-    assert!(text.contains(r#"groupwatch_events_published_total{type="member.join"}"#), "{text}");
+    assert!(text.contains(r#"groupwatch_events_published_total{provider="wecom",type="member.join"}"#), "{text}");
     assert!(text.contains("# HELP groupwatch_dead_letters_total"), "{text}");
     assert!(!text.contains("demo-secret") && !text.contains("QDG6eK"), "no secrets in metrics");
     app.stop().await;

@@ -6,6 +6,7 @@ use crate::common::*;
 use groupwatch::core::model::{EventType, GroupEvent};
 use groupwatch::sim::{self, SimClient, SimServer};
 use groupwatch::tools::replay::Replayer;
+use groupwatch::worker::pipeline::{CrashPoint, Halt};
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -193,7 +194,7 @@ async fn dismiss_publishes_leaves_then_dismiss(store: TestStore) {
         ]
     );
     assert_eq!(ev[2].group.name, "销售客服群");
-    assert_eq!(h.simc.stats().await.unwrap().groupchat_get, 0, "a dismissed chat is not fetched");
+    assert_eq!(h.simc.stats().await.unwrap().groupchat_get, 1, "one fetch confirms the dismiss");
     h.finish().await;
 }
 
@@ -290,13 +291,13 @@ async fn burst_of_joins_is_coalesced(store: TestStore) {
 }
 
 async fn restart_after_publish_before_ack_republishes_same_ids(store: TestStore) {
-    let halt = Arc::new(groupwatch::worker::pipeline::Halt::default());
-    halt.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut h = Harness::start_with(store, groupwatch::app::Hooks { halt_after_publish: Some(halt.clone()) }).await;
+    let halt = Arc::new(Halt::at(CrashPoint::AfterPublish));
+    let mut h = Harness::start_with(store, groupwatch::app::Hooks { halt: Some(halt.clone()) }).await;
     h.callback(&callback_xml(1572505490, "create", None, &[], None)).await;
     tokio::time::timeout(WAIT, halt.fired.notified()).await.expect("the worker published and halted");
     let first = h.tap.expect(3, WAIT).await;
-    // The worker "died" before saving and acking; stop the process, start a new one.
+    // The worker "died" before marking the events published and acking; stop the process,
+    // start a new one.
     h.app.take().unwrap().stop().await;
     h.app = Some(spawn_app_hooked(&h.config, Default::default()).await);
     let again = h.tap.expect(3, WAIT).await;
@@ -339,7 +340,7 @@ async fn wecom_api_faults_mid_stream_lose_nothing_and_invent_nothing() {
         added.push((userid, 1700002000 + i));
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let expected = expected_ids_create_then_joins(&added);
+    let expected = expected_changes_create_then_joins(&added);
     collect_until(&h.tap, &mut events, &expected, Duration::from_secs(40), Duration::from_millis(800)).await;
     assert_published_exactly(&events, &expected);
     assert!(simc.stats().await.unwrap().gettoken >= 2, "the expired token was refreshed");
@@ -392,8 +393,8 @@ async fn poison_event_goes_to_the_dead_letter_queue_and_is_replayed_after_the_fi
 
     let ev = tap.expect(1, WAIT).await;
     assert_eq!(kinds(&ev), [(EventType::MemberJoin, Some("wmPOISON"), Some(1700003001))], "it keeps its time");
-    let all = expected_ids_create_then_joins(&[("wmPOISON".into(), 1700003000)]);
-    assert!(all.contains(&ev[0].id));
+    let all = expected_changes_create_then_joins(&[("wmPOISON".into(), 1700003000)]);
+    assert!(all.contains(&change_of(&ev[0])));
     assert_eq!(queue_len(conn, &dead).await, 0);
     h.finish().await;
 }

@@ -185,15 +185,15 @@ async fn sigterm_with_callbacks_in_flight_exits_0_and_loses_nothing() {
     // Every callback answered 200 before the exit is published, by the first process or, from
     // the inbound queue, by a second one on the same store and exchange.
     let mut second = world.serve("second", free_port()).await;
-    let all = expected_ids_create_then_joins(&joins);
-    let must: HashSet<String> = expected_ids_create_then_joins(
+    let all = expected_changes_create_then_joins(&joins);
+    let must: HashSet<Change> = expected_changes_create_then_joins(
         &joins.iter().enumerate().filter(|(i, _)| accepted.contains(i)).map(|(_, j)| j.clone()).collect::<Vec<_>>(),
     );
     let mut events = Vec::new();
     collect_until(&tap, &mut events, &must, Duration::from_secs(30), Duration::from_millis(500)).await;
-    let seen: HashSet<String> = events.iter().map(|e| e.id.clone()).collect();
+    let seen: HashSet<Change> = events.iter().map(change_of).collect();
     let invented: Vec<_> = seen.difference(&all).collect();
-    assert!(invented.is_empty(), "ids that no change explains: {invented:?}");
+    assert!(invented.is_empty(), "events that no change explains: {invented:?}");
 
     // WeCom retries the callbacks that got no answer; then everything is there, exactly.
     let retries = AtomicUsize::new(0);
@@ -263,7 +263,7 @@ async fn sigkill_mid_burst_then_restart_loses_and_invents_nothing() {
     let mut second = world.serve("second", port).await;
 
     tokio::time::timeout(Duration::from_secs(45), stream).await.expect("the burst finishes").unwrap();
-    let expected = expected_ids_create_then_joins(&joins);
+    let expected = expected_changes_create_then_joins(&joins);
     assert_eq!(expected.len(), 3 + BURST as usize);
     let mut events = Vec::new();
     collect_until(&tap, &mut events, &expected, Duration::from_secs(30), Duration::from_secs(2)).await;

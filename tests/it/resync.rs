@@ -1,5 +1,6 @@
 //! Reconciliation against the simulator: changes made behind the service's back (no callback)
-//! are found and published with `occurred_at: null`; first-seen groups are baselines.
+//! are found and published with `occurred_at: null`; first-seen groups are baselines. `resync`
+//! queues its requests to the inbound shards; a running `serve` worker processes them.
 
 use crate::common::*;
 use groupwatch::app::resync_once;
@@ -30,12 +31,21 @@ fn state() -> SimState {
     serde_json::from_value(json!({"corps": [{"corp_id": CORP_ID, "secret": "test-secret", "groups": groups}]})).unwrap()
 }
 
-fn config(exchange: &str, dir: &tempfile::TempDir, api_base: &str, page_size: u32) -> Config {
+fn config_toml(exchange: &str, dir: &tempfile::TempDir, api_base: &str, page_size: u32) -> String {
     let store = format!("sqlite://{}", dir.path().join("gw.db").display());
-    let toml = test_config_with_store(exchange, &store, &format!("[resync]\npage_size = {page_size}\n"))
-        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""));
-    Config::from_toml(&toml, std::iter::empty()).unwrap()
+    test_config_with_store(exchange, &store, &format!("[resync]\npage_size = {page_size}\n"))
+        .replace(
+            "[worker]\nenabled = false",
+            "[worker]\nenabled = true\ncoalesce_ms = 50\nretry_delays_ms = [200, 300, 500, 800, 1000]\nconfirm_delay_ms = 150",
+        )
+        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
 }
+
+fn config(exchange: &str, dir: &tempfile::TempDir, api_base: &str, page_size: u32) -> Config {
+    Config::from_toml(&config_toml(exchange, dir, api_base, page_size), std::iter::empty()).unwrap()
+}
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_publishes_exactly_the_changes_made_behind_the_services_back() {
@@ -44,10 +54,11 @@ async fn resync_publishes_exactly_the_changes_made_behind_the_services_back() {
     let exchange = unique_exchange();
     let dir = tempfile::tempdir().unwrap();
     let config = config(&exchange, &dir, &sim.base_url(), 2);
+    let app = spawn_app(&config_toml(&exchange, &dir, &sim.base_url(), 2)).await;
     let tenants = vec![TENANT.to_string()];
 
     // First resync: every group is new, so each is a baseline and nothing is published.
-    let first = resync_once(&config, &tenants, &[]).await.unwrap();
+    let first = resync_once(&config, &tenants, &[], WAIT).await.unwrap();
     assert_eq!((first[0].groups_scanned, first[0].events_published, first[0].groups_failed), (5, 0, 0));
     let conn = amqp().await;
     let tap = Tap::new(&conn, &exchange).await;
@@ -60,7 +71,7 @@ async fn resync_publishes_exactly_the_changes_made_behind_the_services_back() {
     simc.patch_group(CORP_ID, "wrGROUP2", json!({"name": "renamed"})).await.unwrap();
     simc.reset_stats().await.unwrap();
 
-    let second = resync_once(&config, &tenants, &[]).await.unwrap();
+    let second = resync_once(&config, &tenants, &[], WAIT).await.unwrap();
     assert_eq!((second[0].groups_scanned, second[0].events_published), (5, 3));
     let mut events = tap.expect(3, Duration::from_secs(10)).await;
     events.sort_by_key(|e| (e.chat_id.clone(), e.event_type.as_str()));
@@ -77,15 +88,19 @@ async fn resync_publishes_exactly_the_changes_made_behind_the_services_back() {
         ]
     );
     assert_eq!(events[1].member.as_ref().unwrap().name.as_deref(), Some("客户 alice"), "last-known details");
-    // 5 groups in pages of 2: three list calls, five gets.
+    // Numbered in each chat's history after the baseline: wrGROUP0's leave (1), then its join (2).
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 1, 1]);
+    // 5 groups in pages of 2: three list calls; five gets, and a second, confirming read of each
+    // group that showed a change nothing had reported (wrGROUP0, wrGROUP2).
     let stats = simc.stats().await.unwrap();
-    assert_eq!((stats.groupchat_list, stats.groupchat_get), (3, 5));
-    assert_eq!(second[0].api_calls, stats.groupchat_list + stats.groupchat_get + stats.gettoken);
+    assert_eq!((stats.groupchat_list, stats.groupchat_get), (3, 7));
+    assert_eq!(second[0].api_calls, stats.groupchat_list + stats.gettoken, "the listing's calls");
 
     // Nothing changed since: a third resync publishes nothing.
-    let third = resync_once(&config, &tenants, &[]).await.unwrap();
-    assert_eq!(third[0].events_published, 0);
+    let third = resync_once(&config, &tenants, &[], WAIT).await.unwrap();
+    assert_eq!((third[0].groups_scanned, third[0].events_published), (5, 0));
     assert!(tap.collect(Duration::from_millis(500)).await.is_empty());
+    app.stop().await;
     cleanup(&conn, &groupwatch::queue::broker::Topology::from_config(&config.amqp)).await;
 }
 
@@ -98,7 +113,8 @@ async fn owner_filter_is_sent_in_batches_of_at_most_100() {
     let config = config(&exchange, &dir, &sim.base_url(), 1000);
     // 150 owners: two batches (100 + 50). owner_002 is left out on purpose.
     let owners: Vec<String> = (0..150).filter(|i| *i != 2).map(|i| format!("owner_{i:03}")).collect();
-    let summaries = resync_once(&config, &[TENANT.to_string()], &owners).await.unwrap();
+    // Without a worker to wait for: the requests are queued, nothing more.
+    let summaries = resync_once(&config, &[TENANT.to_string()], &owners, None).await.unwrap();
     assert_eq!(summaries[0].groups_scanned, 4, "the groups of the listed owners only");
     let stats = simc.stats().await.unwrap();
     assert_eq!(stats.groupchat_list, 2, "one call per batch of 100 owners");
@@ -106,14 +122,13 @@ async fn owner_filter_is_sent_in_batches_of_at_most_100() {
     cleanup(&conn, &groupwatch::queue::broker::Topology::from_config(&config.amqp)).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_command_prints_a_summary() {
     let sim = sim::spawn(state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let exchange = unique_exchange();
     let dir = tempfile::tempdir().unwrap();
-    let store = format!("sqlite://{}", dir.path().join("gw.db").display());
-    let toml = test_config_with_store(&exchange, &store, "")
-        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{}\"", sim.base_url()));
+    let toml = config_toml(&exchange, &dir, &sim.base_url(), 1000);
+    let app = spawn_app(&toml).await;
     let path = dir.path().join("groupwatch.toml");
     std::fs::write(&path, &toml).unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
@@ -125,6 +140,7 @@ async fn resync_command_prints_a_summary() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.starts_with("resync acme: 5 groups scanned, 0 events published, 0 failed, "), "{stdout}");
+    app.stop().await;
     let conn = amqp().await;
     let config = Config::from_toml(&toml, std::iter::empty()).unwrap();
     cleanup(&conn, &groupwatch::queue::broker::Topology::from_config(&config.amqp)).await;

@@ -3,7 +3,7 @@
 
 use crate::schema_support;
 
-use groupwatch::core::diff::{diff, Observed};
+use groupwatch::core::diff::{events, Observed};
 use groupwatch::core::model::{EventType, GroupEvent, GroupKey, GroupSnapshot, Member, Provider, StoredGroup};
 use groupwatch::core::report::{ChangeReport, ReportKind};
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ fn group(members: &[(&str, i64)], version: Option<&str>) -> GroupSnapshot {
 }
 
 fn stored(s: GroupSnapshot) -> StoredGroup {
-    StoredGroup { snapshot: s, dismissed: false, updated_at_ms: 0 }
+    StoredGroup::new(s)
 }
 
 fn report(kind: ReportKind, at: i64, members: &[&str]) -> ChangeReport {
@@ -60,19 +60,19 @@ fn real_events() -> Vec<(&'static str, GroupEvent)> {
     // A group first seen through a create callback: group.create, then a join per member.
     let now =
         group(&[("abel", 1_572_505_491), ("wmExternal", 1_572_505_492)], Some("71217227bbd112ecfe3a49c482195cb4"));
-    add("create", diff(&k, None, Observed::Group(&now), &[report(ReportKind::Create, 1_572_505_491, &[])]));
+    add("create", events(&k, None, Observed::Group(&now), &[report(ReportKind::Create, 1_572_505_491, &[])]));
 
     // A join named by its callback, and one whose callback was lost (occurred_at null).
     let prev = stored(group(&[("abel", 1)], Some("v1")));
     let now = group(&[("abel", 1), ("bob", 50), ("carol", 55)], Some("v3"));
-    add("join", diff(&k, Some(&prev), Observed::Group(&now), &[report(ReportKind::MembersJoined, 60, &["carol"])]));
+    add("join", events(&k, Some(&prev), Observed::Group(&now), &[report(ReportKind::MembersJoined, 60, &["carol"])]));
 
     // A leave with the quit scene, and a leave + re-join of the same userid.
     let prev = stored(group(&[("abel", 1), ("bob", 50)], Some("v1")));
     let now = group(&[("abel", 500)], Some("v2"));
     let mut left = report(ReportKind::MembersLeft, 70, &["bob"]);
     left.quit_scene = Some(1);
-    add("leave", diff(&k, Some(&prev), Observed::Group(&now), &[left]));
+    add("leave", events(&k, Some(&prev), Observed::Group(&now), &[left]));
 
     // Name, owner and notice changes (with and without a reporting callback).
     let prev = stored(group(&[("abel", 1)], Some("v1")));
@@ -80,22 +80,25 @@ fn real_events() -> Vec<(&'static str, GroupEvent)> {
     now.name = "新群名".into();
     now.notice = "new notice".into();
     let reports = [report(ReportKind::NameChanged, 30, &[]), report(ReportKind::NoticeChanged, 31, &[])];
-    add("update", diff(&k, Some(&prev), Observed::Group(&now), &reports));
+    add("update", events(&k, Some(&prev), Observed::Group(&now), &reports));
     let mut owner = prev.snapshot.clone();
     owner.owner = "sam".into();
-    add("update-owner", diff(&k, Some(&prev), Observed::Group(&owner), &[]));
+    add("update-owner", events(&k, Some(&prev), Observed::Group(&owner), &[]));
 
     // Dismissal of a known group (leaves, then group.dismiss) and of a group never seen.
     let prev = stored(group(&[("abel", 1), ("bob", 2)], None));
-    add("dismiss", diff(&k, Some(&prev), Observed::Dismissed, &[report(ReportKind::Dismiss, 99, &[])]));
-    add("dismiss-unseen", diff(&k, None, Observed::Dismissed, &[report(ReportKind::Dismiss, 99, &[])]));
+    add("dismiss", events(&k, Some(&prev), Observed::Dismissed, &[report(ReportKind::Dismiss, 99, &[])]));
+    add("dismiss-unseen", events(&k, None, Observed::Dismissed, &[report(ReportKind::Dismiss, 99, &[])]));
 
     // First seen through an update callback: a baseline, publishing only the named members; the
     // leave of a member never seen carries a member with only a userid.
     let now = group(&[("abel", 1), ("bob", 2), ("carol", 3)], Some("v9"));
     let mut gone = report(ReportKind::MembersLeft, 21, &["zed"]);
     gone.member_version = Some("v9".into());
-    add("baseline", diff(&k, None, Observed::Group(&now), &[report(ReportKind::MembersJoined, 20, &["carol"]), gone]));
+    add(
+        "baseline",
+        events(&k, None, Observed::Group(&now), &[report(ReportKind::MembersJoined, 20, &["carol"]), gone]),
+    );
 
     out
 }
@@ -144,6 +147,7 @@ fn the_contract_example_is_valid() {
         "provider": "wecom",
         "tenant": "acme",
         "chat_id": "wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA",
+        "seq": 1,
         "occurred_at": 1403610513,
         "group": {"name": "销售客服群", "owner": "ZhuShengBen", "member_version": "71217227bbd112ecfe3a49c482195cb4", "member_count": 2},
         "member": {"userid": "abel", "type": 1, "unionid": null, "join_time": 1572505491,
@@ -187,6 +191,14 @@ fn malformed_events_are_invalid() {
                 v.as_object_mut().unwrap().remove("changes");
             }),
         ),
+        (
+            "missing seq",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("seq");
+            }),
+        ),
+        ("seq 0", Box::new(|v| v["seq"] = json!(0))),
+        ("seq as a string", Box::new(|v| v["seq"] = json!("1"))),
         ("unknown type", Box::new(|v| v["type"] = json!("member.kick"))),
         ("unknown provider", Box::new(|v| v["provider"] = json!("slack"))),
         ("extra top-level key", Box::new(|v| v["extra"] = json!(1))),

@@ -2,8 +2,8 @@
 //! the local PostgreSQL for each test (dropped afterwards). Both run the same contract.
 
 use futures_util::FutureExt;
-use groupwatch::core::model::{GroupKey, GroupSnapshot, Member, Provider, StoredGroup};
-use groupwatch::store::{self, SnapshotStore, StoreError};
+use groupwatch::core::model::{GroupKey, GroupSnapshot, Member, Provider, Replaced, StoredGroup};
+use groupwatch::store::{self, OutboxEvent, SnapshotStore, StoreError};
 use sqlx::{Connection, PgConnection};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -33,8 +33,9 @@ async fn contract(store: Arc<dyn SnapshotStore>) {
 
     // Round trip, exactly: unicode, quotes and newlines, null member fields, extreme integers.
     let first = group(&key.chat_id, "客户群 🎉 «Ünïcode» \"quoted\"\nsecond line", None);
-    store.save(&key, &first).await.unwrap();
-    assert_eq!(store.load(&key).await.unwrap().as_ref(), Some(&first));
+    let stored = save(&store, &key, &first).await.unwrap();
+    assert_eq!(stored.revision, 1, "the first save is revision 1");
+    assert_eq!(store.load(&key).await.unwrap().as_ref(), Some(&stored));
 
     // Saving again replaces every field, including clearing or setting the nullable ones.
     let mut second = group(&key.chat_id, "renamed", Some("v2"));
@@ -42,24 +43,26 @@ async fn contract(store: Arc<dyn SnapshotStore>) {
     second.snapshot.members.truncate(1);
     second.snapshot.admins.clear();
     second.snapshot.notice = String::new();
-    store.save(&key, &second).await.unwrap();
+    second.last_seq = i64::MAX;
+    second.replaced.clear();
+    second.checked_at_ms = 1;
+    let second = save(&store, &key, &second).await.unwrap();
+    assert_eq!(second.revision, 2, "every save bumps the revision");
     assert_eq!(store.load(&key).await.unwrap().as_ref(), Some(&second));
 
     // Keys are isolated: same chat id under another tenant, another chat under the same tenant.
     let other_tenant = GroupKey::new(Provider::Wecom, "beta", key.chat_id.clone());
     let other_chat = GroupKey::new(Provider::Wecom, "acme", "wr-other");
     assert_eq!(store.load(&other_tenant).await.unwrap(), None);
-    let beta = group(&key.chat_id, "beta's group", Some("b1"));
-    store.save(&other_tenant, &beta).await.unwrap();
-    let other = group("wr-other", "other group", Some("o1"));
-    store.save(&other_chat, &other).await.unwrap();
+    let beta = save(&store, &other_tenant, &group(&key.chat_id, "beta's group", Some("b1"))).await.unwrap();
+    let other = save(&store, &other_chat, &group("wr-other", "other group", Some("o1"))).await.unwrap();
     assert_eq!(store.load(&key).await.unwrap().as_ref(), Some(&second));
     assert_eq!(store.load(&other_tenant).await.unwrap().as_ref(), Some(&beta));
     assert_eq!(store.load(&other_chat).await.unwrap().as_ref(), Some(&other));
 
     // chat_ids: per tenant, sorted by bytes (upper case before `_`/`-`... before lower case).
     for id in ["wr_b", "WrZ", "wr-a", "wrA"] {
-        store.save(&GroupKey::new(Provider::Wecom, "acme", id), &group(id, id, None)).await.unwrap();
+        save(&store, &GroupKey::new(Provider::Wecom, "acme", id), &group(id, id, None)).await.unwrap();
     }
     let mut expected = vec!["wr_b", "WrZ", "wr-a", "wrA", "wr-other", key.chat_id.as_str()];
     expected.sort();
@@ -68,9 +71,64 @@ async fn contract(store: Arc<dyn SnapshotStore>) {
     assert!(store.chat_ids(Provider::Wecom, "nobody").await.unwrap().is_empty());
 
     // A snapshot saved under another chat's key would load as the wrong group: refused.
-    let err = store.save(&other_chat, &first).await.unwrap_err();
+    let err = save(&store, &other_chat, &first).await.unwrap_err();
     assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
     assert_eq!(store.load(&other_chat).await.unwrap().as_ref(), Some(&other));
+
+    outbox_contract(&store).await;
+}
+
+fn event(seq: i64, body: &str) -> OutboxEvent {
+    OutboxEvent {
+        seq,
+        id: format!("00000000-0000-0000-0000-{seq:012}"),
+        event_type: "member.join".into(),
+        routing_key: "wecom.acme.member.join".into(),
+        body: body.into(),
+    }
+}
+
+/// Snapshot and events commit together, only from the revision loaded; the outbox hands back
+/// the unpublished events in order, bodies byte for byte.
+async fn outbox_contract(store: &Arc<dyn SnapshotStore>) {
+    let key = GroupKey::new(Provider::Wecom, "acme", "wr-outbox");
+    let g = group("wr-outbox", "outbox", Some("v1"));
+    let body = r#"{"id":"x","name":"客户 \"引号\" 🎉","seq":1}"#;
+    let e1 = event(1, body);
+    let revision =
+        store.commit(&key, &StoredGroup { last_seq: 1, ..g.clone() }, std::slice::from_ref(&e1)).await.unwrap();
+    assert_eq!(store.unpublished(&key).await.unwrap(), std::slice::from_ref(&e1));
+
+    // A second writer that loaded the same (absent) state loses, and writes nothing at all.
+    let err = store.commit(&key, &StoredGroup { last_seq: 1, ..g.clone() }, &[event(1, "other")]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    // So does one that loaded a revision that is no longer current.
+    let from_current = StoredGroup { revision, last_seq: 2, ..g.clone() };
+    store.commit(&key, &from_current, &[event(2, "b2")]).await.unwrap();
+    let err = store.commit(&key, &from_current, &[event(2, "lost")]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let loaded = store.load(&key).await.unwrap().unwrap();
+    assert_eq!((loaded.revision, loaded.last_seq), (revision + 1, 2));
+    assert_eq!(store.unpublished(&key).await.unwrap(), [e1.clone(), event(2, "b2")], "in seq order, nothing lost");
+
+    // A failing event insert (seq already used) rolls the snapshot back too.
+    let dup = StoredGroup { revision: loaded.revision, last_seq: 3, ..g.clone() };
+    assert!(store.commit(&key, &dup, &[event(2, "dup")]).await.is_err());
+    assert_eq!(store.load(&key).await.unwrap().unwrap().last_seq, 2, "the snapshot did not move");
+
+    // Stuck events are found; marking publishes up to a seq.
+    let stuck = store.chats_with_unpublished(i64::MAX, 100).await.unwrap();
+    assert!(stuck.contains(&key), "{stuck:?}");
+    assert!(store.chats_with_unpublished(0, 100).await.unwrap().is_empty(), "nothing stored before time 0");
+    store.mark_published(&key, 1, 5).await.unwrap();
+    assert_eq!(store.unpublished(&key).await.unwrap(), [event(2, "b2")]);
+    store.mark_published(&key, 2, 6).await.unwrap();
+    assert!(store.unpublished(&key).await.unwrap().is_empty());
+    assert!(!store.chats_with_unpublished(i64::MAX, 100).await.unwrap().contains(&key));
+
+    let progress = store.progress(Provider::Wecom, "acme").await.unwrap();
+    let mine = progress.iter().find(|p| p.chat_id == "wr-outbox").expect("listed");
+    assert_eq!((mine.last_seq, mine.checked_at_ms), (2, 0));
 }
 
 /// A group with a full member, a member whose optional fields are all null, and non-ASCII text.
@@ -109,7 +167,20 @@ fn group(chat_id: &str, name: &str, member_version: Option<&str>) -> StoredGroup
         },
         dismissed: false,
         updated_at_ms: i64::MAX,
+        last_seq: 0,
+        revision: 0,
+        replaced: vec![Replaced { fingerprint: "v0".into(), at_ms: 1_700_000_000_000 }],
+        checked_at_ms: 0,
     }
+}
+
+/// Saves as the chat's only writer would, from the revision stored now; returns what `load`
+/// must give back afterwards.
+async fn save(store: &Arc<dyn SnapshotStore>, key: &GroupKey, group: &StoredGroup) -> Result<StoredGroup, StoreError> {
+    let revision = store.load(key).await?.map_or(0, |g| g.revision);
+    let group = StoredGroup { revision, ..group.clone() };
+    let revision = store.commit(key, &group, &[]).await?;
+    Ok(StoredGroup { revision, ..group })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -125,7 +196,7 @@ async fn sqlite_file_is_created_and_keeps_data_across_reopen() {
 
     let store = store::connect(&url).await.unwrap();
     assert!(path.exists(), "the file is created when missing");
-    store.save(&key, &saved).await.unwrap();
+    let saved = save(&store, &key, &saved).await.unwrap();
     drop(store);
 
     // Reopening runs the migrations again; they must find the schema current and leave data be.
@@ -150,7 +221,7 @@ async fn unreadable_row_is_a_corrupt_error_naming_the_chat() {
     let url = sqlite_url(&dir.path().join("corrupt.db"));
     let store = store::connect(&url).await.unwrap();
     let key = GroupKey::new(Provider::Wecom, "acme", "wr-broken");
-    store.save(&key, &group("wr-broken", "g", None)).await.unwrap();
+    save(&store, &key, &group("wr-broken", "g", None)).await.unwrap();
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query("UPDATE group_snapshots SET members = '[{\"userid\": 1}]'").execute(&mut conn).await.unwrap();
 
@@ -181,8 +252,7 @@ fn relative_to_cwd(target: &std::path::Path) -> String {
 async fn postgres_migrations_are_idempotent() {
     with_postgres(|url| async move {
         let key = GroupKey::new(Provider::Wecom, "acme", "wr1");
-        let saved = group("wr1", "persisted", None);
-        store::connect(&url).await.unwrap().save(&key, &saved).await.unwrap();
+        let saved = save(&store::connect(&url).await.unwrap(), &key, &group("wr1", "persisted", None)).await.unwrap();
         let again = store::connect(&url).await.unwrap();
         assert_eq!(again.load(&key).await.unwrap(), Some(saved));
     })

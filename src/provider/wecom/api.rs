@@ -22,6 +22,8 @@ use crate::provider::{FetchError, GroupSource};
 /// Refresh this long before WeCom's stated expiry, so no call races the deadline.
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 const TOKEN_ERRCODES: [i64; 3] = [40001, 40014, 42001];
+/// The answer to `groupchat/get` for a chat that no longer exists.
+const GROUP_GONE: i64 = 40050;
 /// `groupchat/list` accepts at most 100 owners per call.
 pub const OWNER_BATCH: usize = 100;
 
@@ -208,6 +210,9 @@ fn classify(errcode: i64, errmsg: String, rate_limit_pause: Duration) -> FetchEr
     match errcode {
         -1 | 45033 => FetchError::Transient(format!("errcode {errcode}: {errmsg}")),
         45009 => FetchError::RateLimited { errcode, wait: rate_limit_pause },
+        // WeCom does not document its answer for a dismissed customer group; 40050 ("chatid
+        // 不存在") is the documented code for a chat that does not exist, and the simulator's.
+        GROUP_GONE => FetchError::Gone { errcode },
         _ => FetchError::Permanent { errcode, errmsg },
     }
 }

@@ -1,15 +1,13 @@
 //! The WeCom side of a scenario: the simulator's starting state, callbacks shaped as WeCom sends
 //! them, and the expected events computed independently of the running service.
 
-use groupwatch::core::diff::{self, Observed};
-use groupwatch::core::model::{GroupEvent, GroupKey, GroupSnapshot, Member, Provider, StoredGroup};
-use groupwatch::core::report::{ChangeReport, ReportKind};
+use groupwatch::core::model::{EventType, GroupEvent};
 use groupwatch::sim::SimState;
 use serde_json::json;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use super::{Tap, CORP_ID, TENANT};
+use super::{Tap, CORP_ID};
 
 pub const CHAT: &str = "wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA";
 pub const CHAT_CREATE_TIME: i64 = 1572505490;
@@ -112,77 +110,48 @@ pub fn external(userid: &str, join_time: i64) -> serde_json::Value {
            "invitor": {"userid": "abel"}, "group_nickname": "", "name": format!("客户{userid}")})
 }
 
-fn model_member(userid: &str, join_time: i64) -> Member {
-    Member { join_time: Some(join_time), ..Member::unknown(userid) }
+/// What identifies one change in the stream, independently of when it was published: the chat,
+/// the event type, and for member events the member and their join time.
+pub type Change = (String, EventType, Option<String>, Option<i64>);
+
+pub fn change_of(e: &GroupEvent) -> Change {
+    (
+        e.chat_id.clone(),
+        e.event_type,
+        e.member.as_ref().map(|m| m.userid.clone()),
+        e.member.as_ref().and_then(|m| m.join_time),
+    )
 }
 
-fn model_snapshot(chat: &str, members: &[(String, i64)]) -> GroupSnapshot {
-    GroupSnapshot {
-        chat_id: chat.into(),
-        name: "销售客服群".into(),
-        owner: "ZhuShengBen".into(),
-        notice: "文明沟通，拒绝脏话".into(),
-        create_time: CHAT_CREATE_TIME,
-        admins: vec!["sam".into()],
-        member_version: None,
-        members: members.iter().map(|(u, t)| model_member(u, *t)).collect(),
+/// The changes of "the group is created (with [`INITIAL_MEMBERS`]), then `joins` (userid,
+/// join_time) join one by one".
+pub fn expected_changes_create_then_joins(joins: &[(String, i64)]) -> HashSet<Change> {
+    expected_changes_create_then_joins_in(CHAT, joins)
+}
+
+/// [`expected_changes_create_then_joins`] for a chat of [`sim_state_with_chats`].
+pub fn expected_changes_create_then_joins_in(chat: &str, joins: &[(String, i64)]) -> HashSet<Change> {
+    let mut changes: HashSet<Change> = HashSet::new();
+    changes.insert((chat.to_owned(), EventType::GroupCreate, None, None));
+    for (userid, join_time) in INITIAL_MEMBERS.iter().map(|(u, t)| (u.to_string(), *t)).chain(joins.iter().cloned()) {
+        changes.insert((chat.to_owned(), EventType::MemberJoin, Some(userid), Some(join_time)));
     }
-    .normalised()
+    changes
 }
 
-fn report(kind: ReportKind, at: i64, members: &[&str]) -> ChangeReport {
-    ChangeReport::new(kind, at, members)
-}
-
-/// The ids of the events for "the group is created, then `joins` (userid, join_time) join one
-/// by one", computed with the pure [`diff::diff`] on snapshots built here, not by the service.
-pub fn expected_ids_create_then_joins(joins: &[(String, i64)]) -> HashSet<String> {
-    expected_ids_create_then_joins_in(CHAT, joins)
-}
-
-/// [`expected_ids_create_then_joins`] for a chat of [`sim_state_with_chats`].
-pub fn expected_ids_create_then_joins_in(chat: &str, joins: &[(String, i64)]) -> HashSet<String> {
-    let key = GroupKey::new(Provider::Wecom, TENANT, chat);
-    let mut members: Vec<(String, i64)> = INITIAL_MEMBERS.iter().map(|(u, t)| (u.to_string(), *t)).collect();
-    let mut current = model_snapshot(chat, &members);
-    let mut ids: Vec<String> =
-        diff::diff(&key, None, Observed::Group(&current), &[report(ReportKind::Create, CHAT_CREATE_TIME, &[])])
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-    assert_eq!(ids.len(), 1 + INITIAL_MEMBERS.len(), "group.create and a join per initial member");
-    for (userid, join_time) in joins {
-        members.push((userid.clone(), *join_time));
-        let next = model_snapshot(chat, &members);
-        let previous = StoredGroup { snapshot: current, dismissed: false, updated_at_ms: 0 };
-        let events = diff::diff(
-            &key,
-            Some(&previous),
-            Observed::Group(&next),
-            &[report(ReportKind::MembersJoined, *join_time, &[userid])],
-        );
-        assert_eq!(events.len(), 1, "one join per added member");
-        ids.extend(events.into_iter().map(|e| e.id));
-        current = next;
-    }
-    let set: HashSet<String> = ids.iter().cloned().collect();
-    assert_eq!(set.len(), ids.len(), "distinct changes have distinct ids");
-    set
-}
-
-/// Adds events from the tap to `events` until every id in `wanted` is among them (panics after
-/// `timeout`), then keeps collecting for `grace` to catch late extras.
+/// Adds events from the tap to `events` until every change in `wanted` is among them (panics
+/// after `timeout`), then keeps collecting for `grace` to catch late extras.
 pub async fn collect_until(
     tap: &Tap,
     events: &mut Vec<GroupEvent>,
-    wanted: &HashSet<String>,
+    wanted: &HashSet<Change>,
     timeout: Duration,
     grace: Duration,
 ) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let seen: HashSet<&String> = events.iter().map(|e: &GroupEvent| &e.id).collect();
-        let missing = wanted.iter().filter(|id| !seen.contains(id)).count();
+        let seen: HashSet<Change> = events.iter().map(change_of).collect();
+        let missing = wanted.iter().filter(|c| !seen.contains(*c)).count();
         if missing == 0 {
             break;
         }
@@ -199,58 +168,57 @@ pub async fn collect_until(
 }
 
 fn summarise(events: &[GroupEvent]) -> Vec<String> {
-    events.iter().map(|e| format!("{} {:?} {:?}", e.id, e.event_type, e.member.as_ref().map(|m| &m.userid))).collect()
+    events
+        .iter()
+        .map(|e| format!("{} #{} {:?} {:?}", e.id, e.seq, e.event_type, e.member.as_ref().map(|m| &m.userid)))
+        .collect()
 }
 
-/// At-least-once with stable ids: the set of published ids equals `expected` (nothing lost,
-/// nothing invented), and every duplicate describes the same change as its first copy: same
-/// type, chat, member (with the same details), quit_scene and changes. The `group` summary and
-/// `occurred_at` may differ between copies (a re-processing after a crash fetches a newer group
-/// and may see the member's callback this time), as the contract allows. Returns the number of
-/// duplicates.
-pub fn assert_published_exactly(events: &[GroupEvent], expected: &HashSet<String>) -> usize {
-    let mut by_id: BTreeMap<&str, Vec<&GroupEvent>> = BTreeMap::new();
+/// At-least-once with stable ids, as a consumer that deduplicates by id sees it:
+/// - the distinct events are exactly the `expected` changes, each once (nothing lost, nothing
+///   invented, no change published twice under two ids);
+/// - a duplicate (same id) is the same event, body for body;
+/// - per chat, the distinct events are numbered 1, 2, 3, ... with no gap and no repeat.
+///
+/// Returns the number of duplicates.
+pub fn assert_published_exactly(events: &[GroupEvent], expected: &HashSet<Change>) -> usize {
+    let mut by_id: BTreeMap<&str, &GroupEvent> = BTreeMap::new();
+    let mut duplicates = 0;
     for e in events {
-        by_id.entry(&e.id).or_default().push(e);
+        match by_id.get(e.id.as_str()) {
+            Some(first) => {
+                duplicates += 1;
+                assert_eq!(*first, e, "a duplicate id with another body");
+            }
+            None => {
+                by_id.insert(&e.id, e);
+            }
+        }
     }
-    let published: HashSet<String> = by_id.keys().map(|k| k.to_string()).collect();
-    let lost: Vec<_> = expected.difference(&published).collect();
-    let invented: Vec<_> = published.difference(expected).collect();
+    let mut published: Vec<Change> = by_id.values().map(|e| change_of(e)).collect();
+    published.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    let distinct: HashSet<Change> = published.iter().cloned().collect();
+    assert_eq!(distinct.len(), published.len(), "a change published under two ids: {:#?}", summarise(events));
+    let lost: Vec<_> = expected.difference(&distinct).collect();
+    let invented: Vec<_> = distinct.difference(expected).collect();
     assert!(
         lost.is_empty() && invented.is_empty(),
         "lost {lost:?}, invented {invented:?}; published: {:#?}",
         summarise(events)
     );
-    let mut duplicates = 0;
-    for copies in by_id.values() {
-        let first = copies[0];
-        for other in &copies[1..] {
-            duplicates += 1;
-            let same_change = (
-                other.event_type,
-                &other.provider,
-                &other.tenant,
-                &other.chat_id,
-                &other.member,
-                other.quit_scene,
-                &other.changes,
-            ) == (
-                first.event_type,
-                &first.provider,
-                &first.tenant,
-                &first.chat_id,
-                &first.member,
-                first.quit_scene,
-                &first.changes,
-            );
-            assert!(same_change, "a duplicate id with a different change:\n{first:#?}\n{other:#?}");
-            if *other != first {
-                println!(
-                    "duplicate {} differs only in group/occurred_at: {:?}/{:?} vs {:?}/{:?}",
-                    first.id, first.group, first.occurred_at, other.group, other.occurred_at
-                );
-            }
-        }
-    }
+    assert_gapless(by_id.values().copied());
     duplicates
+}
+
+/// Per chat, the seqs of the distinct events are 1..=n.
+pub fn assert_gapless<'a>(distinct: impl Iterator<Item = &'a GroupEvent>) {
+    let mut seqs: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for e in distinct {
+        seqs.entry(&e.chat_id).or_default().push(e.seq);
+    }
+    for (chat, mut s) in seqs {
+        s.sort();
+        let want: Vec<i64> = (1..=s.len() as i64).collect();
+        assert_eq!(s, want, "seq of chat {chat} has a gap or a repeat");
+    }
 }

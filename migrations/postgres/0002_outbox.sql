@@ -1,0 +1,26 @@
+-- The transactional outbox: every event is stored with the snapshot it produces, in one
+-- transaction, before it is published; rows stay after publishing as the chat's history.
+ALTER TABLE group_snapshots ADD COLUMN last_seq BIGINT NOT NULL DEFAULT 0;
+-- Bumped by every save; a save is conditional on the revision it loaded (one writer per chat).
+ALTER TABLE group_snapshots ADD COLUMN revision BIGINT NOT NULL DEFAULT 1;
+-- JSON array of {fingerprint, at_ms}: memberships the chat recently left behind.
+ALTER TABLE group_snapshots ADD COLUMN replaced TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE group_snapshots ADD COLUMN checked_at_ms BIGINT NOT NULL DEFAULT 0;
+
+CREATE TABLE group_events (
+    provider        TEXT COLLATE "C"   NOT NULL,
+    tenant          TEXT COLLATE "C"   NOT NULL,
+    chat_id         TEXT COLLATE "C"   NOT NULL,
+    -- 1, 2, 3, ... per chat, no gap.
+    seq             BIGINT NOT NULL,
+    id              TEXT    NOT NULL,
+    event_type      TEXT    NOT NULL,
+    routing_key     TEXT    NOT NULL,
+    -- The JSON body, byte for byte as published.
+    body            TEXT    NOT NULL,
+    created_at_ms   BIGINT NOT NULL,
+    -- NULL until the broker confirmed it.
+    published_at_ms BIGINT,
+    PRIMARY KEY (provider, tenant, chat_id, seq)
+);
+CREATE INDEX group_events_unpublished ON group_events (created_at_ms) WHERE published_at_ms IS NULL;
