@@ -77,6 +77,7 @@ impl Application {
         let worker = config.worker.enabled.then(|| {
             let settings = WorkerSettings {
                 prefetch: config.worker.prefetch,
+                actor_idle: Duration::from_secs(config.worker.actor_idle_secs),
                 dedupe_window: Duration::from_secs(config.worker.dedupe_window_secs),
                 dedupe_max: config.worker.dedupe_max_keys,
             };

@@ -152,6 +152,8 @@ pub struct WorkerConfig {
     pub stale_horizon_secs: u64,
     /// How often, and after how long, stored events still unpublished are sent again.
     pub outbox_sweep_secs: u64,
+    /// A chat with nothing to do for this long releases its actor.
+    pub actor_idle_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -170,6 +172,7 @@ impl Default for WorkerConfig {
             confirm_delay_ms: 2_000,
             stale_horizon_secs: 600,
             outbox_sweep_secs: 60,
+            actor_idle_secs: 30,
         }
     }
 }
@@ -426,6 +429,7 @@ impl Config {
             ("worker.confirm_delay_ms", self.worker.confirm_delay_ms),
             ("worker.stale_horizon_secs", self.worker.stale_horizon_secs),
             ("worker.outbox_sweep_secs", self.worker.outbox_sweep_secs),
+            ("worker.actor_idle_secs", self.worker.actor_idle_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(key, "must be positive"));

@@ -24,3 +24,15 @@ CREATE TABLE group_events (
     PRIMARY KEY (provider, tenant, chat_id, seq)
 );
 CREATE INDEX group_events_unpublished ON group_events (created_at_ms) WHERE published_at_ms IS NULL;
+
+-- Inbound items whose changes are stored, written in the same transaction: an item redelivered
+-- after a crash is acknowledged, not applied a second time. Pruned after a week.
+CREATE TABLE applied_items (
+    provider      TEXT COLLATE "C" NOT NULL,
+    tenant        TEXT COLLATE "C" NOT NULL,
+    chat_id       TEXT COLLATE "C" NOT NULL,
+    item_id       TEXT NOT NULL,
+    applied_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (provider, tenant, chat_id, item_id)
+);
+CREATE INDEX applied_items_age ON applied_items (applied_at_ms);

@@ -11,8 +11,9 @@
 //! - **NamedOnly**: it shows every change the reports name, and more. The more may be newer
 //!   changes whose notifications are on their way, or a stale artefact: only the named changes are
 //!   applied now, and the rest waits to be confirmed by a later read.
-//! - **Stale**: its membership is one the chat left behind less than the stale horizon ago. Never
-//!   used.
+//! - **Stale**: its membership is one the chat left behind less than the stale horizon ago, one a
+//!   pending report says it moved away from, or exactly the stored one while the reports say more
+//!   happened. Never used.
 //! - **Unconfirmed**: nothing proves it either way (a reconciliation without notifications, or a
 //!   fetch that contradicts a report). It is believed only when a later read, at least the
 //!   confirmation delay after the first, shows the same group; one that contradicts a report
@@ -107,6 +108,15 @@ impl Judge {
             return if named_ok { Verdict::Current } else { Verdict::Unconfirmed { contradicts: true } };
         };
         if previous.replaced.iter().any(|r| r.fingerprint == fp && now_ms - r.at_ms < self.stale_horizon_ms) {
+            return Verdict::Stale;
+        }
+        // The membership a report says it moved away from (WeCom `LastMemVer`) is older than
+        // that report; and a fetch that shows exactly what is stored while reports say more
+        // happened has not caught up with them.
+        let before_a_report = reports.iter().any(|r| {
+            r.previous_version.as_deref() == Some(fp.as_str()) && r.member_version.as_deref() != Some(fp.as_str())
+        });
+        if before_a_report || (!named_ok && fp == fingerprint(self.rule, &previous.snapshot)) {
             return Verdict::Stale;
         }
         if !named_ok {
@@ -222,6 +232,10 @@ mod tests {
             j.judge(Some(&prev), &snapshot(&["a"], Some("v1x")), &r, 0),
             Verdict::Unconfirmed { contradicts: true }
         );
+        // Still at the stored version, or at the one the callback says it moved away from.
+        assert_eq!(j.judge(Some(&prev), &snapshot(&["a"], Some("v1")), &r, 0), Verdict::Stale);
+        let moved = [ChangeReport { previous_version: Some("v0".into()), ..r[0].clone() }];
+        assert_eq!(j.judge(Some(&prev), &snapshot(&["a"], Some("v0")), &moved, 0), Verdict::Stale);
         // Newer: shows b and more.
         assert_eq!(j.judge(Some(&prev), &snapshot(&["a", "b", "c"], Some("v3")), &r, 0), Verdict::NamedOnly);
     }
@@ -265,8 +279,9 @@ mod tests {
         let prev = stored(&["a", "b"], None, &[]);
         let left = [report(ReportKind::MembersLeft, &["b"], None)];
         assert_eq!(j.judge(Some(&prev), &snapshot(&["a"], None), &left, 0), Verdict::Current);
+        assert_eq!(j.judge(Some(&prev), &snapshot(&["a", "b"], None), &left, 0), Verdict::Stale, "as stored");
         assert_eq!(
-            j.judge(Some(&prev), &snapshot(&["a", "b"], None), &left, 0),
+            j.judge(Some(&prev), &snapshot(&["a", "b", "c"], None), &left, 0),
             Verdict::Unconfirmed { contradicts: true }
         );
         assert_eq!(j.judge(Some(&prev), &snapshot(&["a", "c"], None), &left, 0), Verdict::NamedOnly);

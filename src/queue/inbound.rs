@@ -37,6 +37,10 @@ pub enum Work {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundEvent {
+    /// Unique per accepted notification or request: a broker redelivery carries the same id, a
+    /// vendor's retry (a new request) a new one.
+    #[serde(default)]
+    pub id: String,
     pub provider: Provider,
     pub tenant: String,
     pub chat_id: String,
@@ -68,6 +72,7 @@ impl InboundEvent {
         received_at_ms: i64,
     ) -> Self {
         Self {
+            id: new_id(),
             provider,
             tenant: tenant.to_owned(),
             chat_id: chat_id.to_owned(),
@@ -83,6 +88,7 @@ impl InboundEvent {
     pub fn request(work: Work, provider: Provider, tenant: &str, chat_id: &str, at_ms: i64) -> Self {
         let key = format!("{work:?}:{at_ms}").to_lowercase();
         Self {
+            id: new_id(),
             provider,
             tenant: tenant.to_owned(),
             chat_id: chat_id.to_owned(),
@@ -93,6 +99,10 @@ impl InboundEvent {
             reports: Vec::new(),
         }
     }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +175,8 @@ mod v1 {
             .events
             .into_iter()
             .map(|e| InboundEvent {
+                // The previous release gave items no id; its key names the callback.
+                id: e.key.clone(),
                 provider: e.provider,
                 tenant: e.tenant,
                 chat_id: e.event.chat_id.clone(),

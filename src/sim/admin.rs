@@ -194,6 +194,12 @@ pub(super) async fn admin_set_faults(State(sim): State<SharedSim>, body: Bytes) 
     if let Some(ms) = request.latency_ms {
         sim.faults.latency_ms = ms;
     }
+    if let Some(ms) = request.answer_delay_ms {
+        sim.faults.answer_delay = (count > 0 && ms > 0).then_some(Pending { value: ms, count });
+    }
+    if let Some(n) = request.wrong_chat_id {
+        sim.faults.wrong_chat_id = n;
+    }
     // A one-off action rather than a standing fault: tokens issued afterwards work.
     if request.expire_tokens == Some(true) {
         sim.tokens.values_mut().for_each(|t| t.revoked = true);

@@ -350,6 +350,11 @@ struct Faults {
     errcode: Option<Pending<i64>>,
     http_status: Option<Pending<u16>>,
     latency_ms: u64,
+    /// groupchat/get answers computed at once but delivered this much later (a slow network on
+    /// the way back): the answer shows the group as it was when asked.
+    answer_delay: Option<Pending<u64>>,
+    /// groupchat/get answers naming another chat id.
+    wrong_chat_id: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -380,6 +385,9 @@ struct FaultRequest {
     count: Option<u32>,
     latency_ms: Option<u64>,
     expire_tokens: Option<bool>,
+    /// Delay the next `count` groupchat/get answers by this much after computing them.
+    answer_delay_ms: Option<u64>,
+    wrong_chat_id: Option<u32>,
 }
 
 // ---------------------------------------------------------------------------------------------

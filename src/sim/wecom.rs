@@ -181,9 +181,20 @@ pub(super) async fn groupchat_get(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     sim.begin_call(Api::GroupchatGet).await?;
-    let mut sim = sim.lock();
-    let corp_id = sim.authorize(&query)?;
-    let request: GetRequest = parse_api_body(&body)?;
+    let (answer, delay) = {
+        let mut sim = sim.lock();
+        let answer = groupchat_get_answer(&mut sim, &query, &body)?;
+        (answer, take_one(&mut sim.faults.answer_delay))
+    };
+    if let Some(ms) = delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(answer)
+}
+
+fn groupchat_get_answer(sim: &mut Sim, query: &Option<String>, body: &[u8]) -> Result<Response, ApiError> {
+    let corp_id = sim.authorize(query)?;
+    let request: GetRequest = parse_api_body(body)?;
     // WeCom's code for an unknown or dismissed chat is undocumented (see protocols.md §3.4 and
     // §6.2); 40050 ("chatid不存在", the appchat meaning) is the closest documented one.
     let unknown_chat = || ApiError::Wecom { errcode: 40050, errmsg: Cow::Borrowed("chat_id not found") };
@@ -198,6 +209,10 @@ pub(super) async fn groupchat_get(
     sim.faults.stale_fetches = sim.faults.stale_fetches.saturating_sub(1);
     if request.need_name != 1 {
         answer.member_list.iter_mut().for_each(|m| m.name = None);
+    }
+    if sim.faults.wrong_chat_id > 0 {
+        sim.faults.wrong_chat_id -= 1;
+        answer.chat_id = format!("{}-other", answer.chat_id);
     }
     Ok(wecom_ok(GetAnswer { group_chat: answer }))
 }

@@ -55,10 +55,21 @@ pub struct ChatProgress {
 #[async_trait]
 pub trait SnapshotStore: Send + Sync {
     async fn load(&self, key: &GroupKey) -> Result<Option<StoredGroup>, StoreError>;
-    /// In one transaction: saves `group` and appends `events` to the chat's outbox, provided the
-    /// chat is still at `group.revision` (0: not stored yet). Returns the new revision, or
-    /// [`StoreError::Conflict`] when another writer saved first.
-    async fn commit(&self, key: &GroupKey, group: &StoredGroup, events: &[OutboxEvent]) -> Result<i64, StoreError>;
+    /// In one transaction: saves `group`, appends `events` to the chat's outbox and records the
+    /// inbound `items` whose changes they are, provided the chat is still at `group.revision`
+    /// (0: not stored yet). Returns the new revision, or [`StoreError::Conflict`] when another
+    /// writer saved first.
+    async fn commit(
+        &self,
+        key: &GroupKey,
+        group: &StoredGroup,
+        events: &[OutboxEvent],
+        items: &[String],
+    ) -> Result<i64, StoreError>;
+    /// Which of `items` have had their changes stored already (a redelivery after a crash).
+    async fn applied(&self, key: &GroupKey, items: &[String]) -> Result<Vec<String>, StoreError>;
+    /// Forgets applied items recorded before `before_ms`, at most `limit` of them.
+    async fn prune_applied(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError>;
     /// The chat's events not yet confirmed by the broker, in `seq` order.
     async fn unpublished(&self, key: &GroupKey) -> Result<Vec<OutboxEvent>, StoreError>;
     /// Marks the chat's events up to `through_seq` as published.
@@ -241,6 +252,13 @@ mod sql {
          WHERE provider = $1 AND tenant = $2 AND chat_id = $3 AND published_at_ms IS NULL ORDER BY seq";
     pub const MARK: &str = "UPDATE group_events SET published_at_ms = $4 \
          WHERE provider = $1 AND tenant = $2 AND chat_id = $3 AND seq <= $5 AND published_at_ms IS NULL";
+    pub const RECORD: &str = "INSERT INTO applied_items (provider, tenant, chat_id, item_id, applied_at_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+    /// Followed by `IN ($4, $5, ...)`, one placeholder per item.
+    pub const APPLIED: &str =
+        "SELECT item_id FROM applied_items WHERE provider = $1 AND tenant = $2 AND chat_id = $3 AND item_id";
+    pub const PRUNE_APPLIED: &str = "DELETE FROM applied_items WHERE applied_at_ms < $1 AND item_id IN \
+         (SELECT item_id FROM applied_items WHERE applied_at_ms < $1 LIMIT $2)";
     pub const STUCK: &str = "SELECT DISTINCT provider, tenant, chat_id FROM group_events \
          WHERE published_at_ms IS NULL AND created_at_ms < $1 LIMIT $2";
     pub const CHAT_IDS: &str =
@@ -338,6 +356,7 @@ macro_rules! sql_store {
                 key: &$crate::core::model::GroupKey,
                 group: &$crate::core::model::StoredGroup,
                 events: &[$crate::store::OutboxEvent],
+                items: &[String],
             ) -> Result<i64, $crate::store::StoreError> {
                 let row = $crate::store::GroupRow::encode(key, group)?;
                 let expected = row.revision;
@@ -382,8 +401,48 @@ macro_rules! sql_store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                for item in items {
+                    sqlx::query::<$db>($crate::store::sql::RECORD)
+                        .bind(key.provider.as_str())
+                        .bind(&key.tenant)
+                        .bind(&key.chat_id)
+                        .bind(item)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(revision)
+            }
+
+            async fn applied(
+                &self,
+                key: &$crate::core::model::GroupKey,
+                items: &[String],
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                let mut found = Vec::new();
+                for chunk in items.chunks(200) {
+                    let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
+                    let sql = format!("{} IN ({})", $crate::store::sql::APPLIED, placeholders.join(", "));
+                    let mut query = sqlx::query_scalar::<$db, String>(&sql)
+                        .bind(key.provider.as_str())
+                        .bind(&key.tenant)
+                        .bind(&key.chat_id);
+                    for item in chunk {
+                        query = query.bind(item);
+                    }
+                    found.extend(query.fetch_all(&self.pool).await?);
+                }
+                Ok(found)
+            }
+
+            async fn prune_applied(&self, before_ms: i64, limit: i64) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query::<$db>($crate::store::sql::PRUNE_APPLIED)
+                    .bind(before_ms)
+                    .bind(limit)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
 
             async fn unpublished(
@@ -483,8 +542,22 @@ impl<S: SnapshotStore> SnapshotStore for Metered<S> {
         timed("load", self.0.load(key)).await
     }
 
-    async fn commit(&self, key: &GroupKey, group: &StoredGroup, events: &[OutboxEvent]) -> Result<i64, StoreError> {
-        timed("commit", self.0.commit(key, group, events)).await
+    async fn commit(
+        &self,
+        key: &GroupKey,
+        group: &StoredGroup,
+        events: &[OutboxEvent],
+        items: &[String],
+    ) -> Result<i64, StoreError> {
+        timed("commit", self.0.commit(key, group, events, items)).await
+    }
+
+    async fn applied(&self, key: &GroupKey, items: &[String]) -> Result<Vec<String>, StoreError> {
+        timed("applied", self.0.applied(key, items)).await
+    }
+
+    async fn prune_applied(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        timed("prune_applied", self.0.prune_applied(before_ms, limit)).await
     }
 
     async fn unpublished(&self, key: &GroupKey) -> Result<Vec<OutboxEvent>, StoreError> {

@@ -39,10 +39,11 @@ use crate::queue::inbound::{self, Inbound, InboundEvent, Work};
 use crate::store::SnapshotStore;
 use crate::worker::pipeline::{Outcome, Pipeline, Prepared, Sighting};
 
-/// A chat with nothing to do for this long ends its actor (a new item starts a new one).
-const IDLE_ACTOR: Duration = Duration::from_secs(30);
 /// How long a stopping generation waits for busy actors before aborting them.
 const STOP_GRACE: Duration = Duration::from_secs(20);
+/// How long the store remembers which inbound items it applied: far longer than a redelivery
+/// takes (seconds to minutes after a crash).
+const APPLIED_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Pause between attempts to consume a shard whose consumer was cancelled.
 const RECONSUME_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -99,6 +100,7 @@ pub struct Worker {
     pipeline: Arc<Pipeline>,
     broker: Broker,
     prefetch: u16,
+    actor_idle: Duration,
     recent: RecentKeys,
     /// The configured (provider, tenant) pairs: work for any other is parked, not processed.
     tenants: HashSet<(Provider, String)>,
@@ -163,6 +165,23 @@ impl RecentKeys {
     }
 }
 
+/// Counts a live actor in `groupwatch_chat_actors` for as long as it is held, however the actor
+/// ends (finished, idle, aborted).
+struct LiveActor;
+
+impl LiveActor {
+    fn new() -> Self {
+        metrics::gauge!("groupwatch_chat_actors").increment(1.0);
+        LiveActor
+    }
+}
+
+impl Drop for LiveActor {
+    fn drop(&mut self) {
+        metrics::gauge!("groupwatch_chat_actors").decrement(1.0);
+    }
+}
+
 /// Everything the actors of one broker connection share.
 struct Generation {
     worker: Arc<Worker>,
@@ -177,6 +196,8 @@ struct Generation {
 /// Worker settings, from `[worker]`.
 pub struct WorkerSettings {
     pub prefetch: u16,
+    /// A chat with nothing to do for this long ends its actor (a new item starts a new one).
+    pub actor_idle: Duration,
     pub dedupe_window: Duration,
     pub dedupe_max: usize,
 }
@@ -193,6 +214,7 @@ impl Worker {
             pipeline,
             broker,
             prefetch: settings.prefetch,
+            actor_idle: settings.actor_idle,
             recent: RecentKeys::new(settings.dedupe_window, settings.dedupe_max),
             tenants,
             health,
@@ -412,6 +434,7 @@ impl Generation {
     }
 
     async fn chat_actor(self: Arc<Self>, key: GroupKey, mut rx: mpsc::UnboundedReceiver<Pending>) {
+        let _live = LiveActor::new();
         let pipeline = &self.worker.pipeline;
         let settings = &pipeline.settings;
         let mut pending: Vec<Pending> = Vec::new();
@@ -442,11 +465,21 @@ impl Generation {
                             while let Ok(p) = rx.try_recv() {
                                 pending.push(p);
                             }
-                            let reports: Vec<ChangeReport> =
-                                pending.iter().flat_map(|p| p.item.reports.iter().cloned()).collect();
-                            let reconcile = confirm || pending.iter().any(|p| p.item.work == Work::Reconcile);
-                            let work = pipeline::Work { reports: &reports, reconcile, attempt };
-                            (pipeline.process(&key, work, &mut sighting).await, pending.len())
+                            match self.skip_applied(&key, &mut pending).await {
+                                Ok(()) => {
+                                    let reports: Vec<ChangeReport> =
+                                        pending.iter().flat_map(|p| p.item.reports.iter().cloned()).collect();
+                                    let items: Vec<String> = pending
+                                        .iter()
+                                        .filter(|p| p.item.work == Work::Change)
+                                        .map(|p| p.item.id.clone())
+                                        .collect();
+                                    let reconcile = confirm || pending.iter().any(|p| p.item.work == Work::Reconcile);
+                                    let work = pipeline::Work { reports: &reports, reconcile, attempt, items: &items };
+                                    (pipeline.process(&key, work, &mut sighting).await, pending.len())
+                                }
+                                Err(outcome) => (outcome, pending.len()),
+                            }
                         }
                     };
                     due = None;
@@ -496,7 +529,7 @@ impl Generation {
                         due = Some(Instant::now() + settings.coalesce);
                     }
                 },
-                _ = tokio::time::sleep(IDLE_ACTOR), if idle => match self.retire(&key, &mut rx) {
+                _ = tokio::time::sleep(self.worker.actor_idle), if idle => match self.retire(&key, &mut rx) {
                     Some(p) => {
                         pending.push(p);
                         due = Some(Instant::now() + settings.coalesce);
@@ -505,6 +538,26 @@ impl Generation {
                 },
             }
         }
+    }
+
+    /// Acknowledges the pending notifications whose changes are stored already (redelivered
+    /// after a crash): processing them again could only attribute newer changes to them.
+    async fn skip_applied(&self, key: &GroupKey, pending: &mut Vec<Pending>) -> Result<(), Outcome> {
+        let ids: Vec<String> =
+            pending.iter().filter(|p| p.item.work == Work::Change).map(|p| p.item.id.clone()).collect();
+        let applied = self.worker.pipeline.applied(key, &ids).await?;
+        if applied.is_empty() {
+            return Ok(());
+        }
+        let (done, rest): (Vec<Pending>, Vec<Pending>) =
+            std::mem::take(pending).into_iter().partition(|p| applied.contains(&p.item.id));
+        *pending = rest;
+        metrics::counter!("groupwatch_redeliveries_skipped_total", "provider" => key.provider.as_str())
+            .increment(done.len() as u64);
+        for p in done {
+            p.ack.done().await;
+        }
+        Ok(())
     }
 
     /// Acknowledges the first `covered` pending items; `applied`: their changes were stored and
@@ -543,6 +596,10 @@ pub async fn sweep_outbox(store: Arc<dyn SnapshotStore>, inbound: Inbound, every
                 continue;
             }
         };
+        let forget_before = now_ms() - APPLIED_RETENTION.as_millis() as i64;
+        if let Err(e) = store.prune_applied(forget_before, 1_000).await {
+            tracing::warn!(error = %e, "outbox sweep: cannot prune applied items");
+        }
         for key in stuck {
             metrics::counter!("groupwatch_outbox_swept_total", "provider" => key.provider.as_str()).increment(1);
             let request = InboundEvent::request(Work::Drain, key.provider, &key.tenant, &key.chat_id, now_ms());

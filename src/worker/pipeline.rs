@@ -44,6 +44,8 @@ pub struct Work<'a> {
     pub reconcile: bool,
     /// Earlier tries of this same work that spent the retry budget.
     pub attempt: usize,
+    /// The inbound items the reports came from, recorded with the commit.
+    pub items: &'a [String],
 }
 
 /// A read that could not be believed yet: what it showed, and when it was first seen.
@@ -59,6 +61,7 @@ pub struct Sighting {
 pub struct Prepared {
     pub group: StoredGroup,
     pub events: Vec<OutboxEvent>,
+    items: Vec<String>,
     leftovers: bool,
 }
 
@@ -184,6 +187,19 @@ impl Pipeline {
         true
     }
 
+    /// Which of `items` had their changes stored already: redelivered after a crash, they are
+    /// done (their events are in the outbox, and [`Pipeline::drain`] publishes them).
+    pub async fn applied(&self, key: &GroupKey, items: &[String]) -> Result<Vec<String>, Outcome> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.store.applied(key, items).await {
+            Ok(found) => Ok(found),
+            Err(e) if e.is_unavailable() => Err(Outcome::Wait(UNAVAILABLE_BACKOFF)),
+            Err(e) => Err(Outcome::Poison(format!("the chat's applied items are unreadable: {e}"))),
+        }
+    }
+
     /// Publishes the chat's stored, unpublished events in order and marks them.
     pub async fn drain(&self, key: &GroupKey) -> Result<usize, Outcome> {
         let pending = match self.store.unpublished(key).await {
@@ -218,7 +234,7 @@ impl Pipeline {
 
     /// Stores a computed commit, then publishes its events.
     pub async fn store(&self, key: &GroupKey, prepared: Prepared, attempt: usize) -> Outcome {
-        match self.store.commit(key, &prepared.group, &prepared.events).await {
+        match self.store.commit(key, &prepared.group, &prepared.events, &prepared.items).await {
             Ok(_) => {}
             Err(StoreError::Conflict { .. }) => {
                 metrics::counter!("groupwatch_commit_conflicts_total").increment(1);
@@ -299,7 +315,12 @@ impl Pipeline {
             revision: base.revision,
             checked_at_ms: if work.reconcile { now } else { base.checked_at_ms },
         };
-        let prepared = Prepared { group, events: events.iter().map(OutboxEvent::of).collect(), leftovers };
+        let prepared = Prepared {
+            group,
+            events: events.iter().map(OutboxEvent::of).collect(),
+            items: work.items.to_vec(),
+            leftovers,
+        };
         let outcome = self.store(key, prepared, work.attempt).await;
         if let Outcome::Done { .. } = outcome {
             log_reconciled(key, &events, reports.len(), fetched, started);

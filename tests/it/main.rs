@@ -12,6 +12,7 @@ mod fixtures;
 mod ingress;
 mod instances;
 mod metrics;
+mod outbox;
 mod pipeline;
 mod process;
 mod resync;

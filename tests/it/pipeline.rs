@@ -4,94 +4,11 @@
 
 use crate::common::*;
 use groupwatch::core::model::{EventType, GroupEvent};
-use groupwatch::sim::{self, SimClient, SimServer};
-use groupwatch::tools::replay::Replayer;
 use groupwatch::worker::pipeline::{CrashPoint, Halt};
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Harness {
-    app: Option<TestApp>,
-    sim: SimServer,
-    simc: SimClient,
-    tap: Tap,
-    conn: lapin::Connection,
-    store: TestStore,
-    exchange: String,
-    topology: groupwatch::queue::broker::Topology,
-    config: String,
-}
-
-impl Harness {
-    async fn start(store: TestStore) -> Harness {
-        Self::start_with(store, Default::default()).await
-    }
-
-    async fn start_with(store: TestStore, hooks: groupwatch::app::Hooks) -> Harness {
-        Self::start_custom(store, hooks, pipeline_config).await
-    }
-
-    /// `make_config(exchange, store, api_base)` writes the app's configuration.
-    async fn start_custom(
-        store: TestStore,
-        hooks: groupwatch::app::Hooks,
-        make_config: fn(&str, &TestStore, &str) -> String,
-    ) -> Harness {
-        let sim = sim::spawn(sim_state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let simc = SimClient::new(sim.base_url());
-        let exchange = unique_exchange();
-        let config = make_config(&exchange, &store, &sim.base_url());
-        let app = spawn_app_hooked(&config, hooks).await;
-        let conn = amqp().await;
-        let tap = Tap::new(&conn, &exchange).await;
-        let topology = app.topology.clone();
-        Harness { app: Some(app), sim, simc, tap, conn, store, exchange, topology, config }
-    }
-
-    fn app(&self) -> &TestApp {
-        self.app.as_ref().expect("app running")
-    }
-
-    fn replayer(&self) -> Replayer {
-        Replayer::new(self.app().config.tenant(TENANT).unwrap(), &self.app().callback_url(TENANT)).unwrap()
-    }
-
-    async fn callback(&self, xml: &str) {
-        assert_eq!(self.replayer().post(xml.as_bytes()).await.unwrap(), 200);
-    }
-
-    /// Creates the group through a `create` callback and consumes its 3 events.
-    async fn created(&self) -> Vec<GroupEvent> {
-        self.callback(&callback_xml(1572505490, "create", None, &[], None)).await;
-        self.tap.expect(3, WAIT).await
-    }
-
-    async fn finish(mut self) {
-        if let Some(app) = self.app.take() {
-            app.stop().await;
-        }
-        cleanup(&self.conn, &self.topology).await;
-        self.store.drop_database().await;
-        drop(self.sim);
-    }
-}
-
-fn pipeline_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
-    test_config_with_store(exchange, &store.url(), "")
-        .replace(
-            "[worker]\nenabled = false",
-            "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]",
-        )
-        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
-}
-
-fn kinds(events: &[GroupEvent]) -> Vec<(EventType, Option<&str>, Option<i64>)> {
-    events.iter().map(|e| (e.event_type, e.member.as_ref().map(|m| m.userid.as_str()), e.occurred_at)).collect()
-}
 
 macro_rules! with_both_stores {
     ($($scenario:ident),* $(,)?) => {
@@ -307,13 +224,6 @@ async fn restart_after_publish_before_ack_republishes_same_ids(store: TestStore)
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(inbound_len(&h.conn, &h.app().topology).await, 0);
     h.finish().await;
-}
-
-fn fault_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
-    pipeline_config(exchange, store, api_base).replace(
-        "retry_delays_ms = [200, 300, 500, 800, 1000]",
-        "retry_delays_ms = [200, 300, 500, 800, 1000]\napi_timeout_ms = 400\napi_rate_limit_pause_ms = 700",
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

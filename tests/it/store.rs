@@ -96,16 +96,17 @@ async fn outbox_contract(store: &Arc<dyn SnapshotStore>) {
     let body = r#"{"id":"x","name":"客户 \"引号\" 🎉","seq":1}"#;
     let e1 = event(1, body);
     let revision =
-        store.commit(&key, &StoredGroup { last_seq: 1, ..g.clone() }, std::slice::from_ref(&e1)).await.unwrap();
+        store.commit(&key, &StoredGroup { last_seq: 1, ..g.clone() }, std::slice::from_ref(&e1), &[]).await.unwrap();
     assert_eq!(store.unpublished(&key).await.unwrap(), std::slice::from_ref(&e1));
 
     // A second writer that loaded the same (absent) state loses, and writes nothing at all.
-    let err = store.commit(&key, &StoredGroup { last_seq: 1, ..g.clone() }, &[event(1, "other")]).await.unwrap_err();
+    let err =
+        store.commit(&key, &StoredGroup { last_seq: 1, ..g.clone() }, &[event(1, "other")], &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     // So does one that loaded a revision that is no longer current.
     let from_current = StoredGroup { revision, last_seq: 2, ..g.clone() };
-    store.commit(&key, &from_current, &[event(2, "b2")]).await.unwrap();
-    let err = store.commit(&key, &from_current, &[event(2, "lost")]).await.unwrap_err();
+    store.commit(&key, &from_current, &[event(2, "b2")], &[]).await.unwrap();
+    let err = store.commit(&key, &from_current, &[event(2, "lost")], &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
     let loaded = store.load(&key).await.unwrap().unwrap();
     assert_eq!((loaded.revision, loaded.last_seq), (revision + 1, 2));
@@ -113,7 +114,7 @@ async fn outbox_contract(store: &Arc<dyn SnapshotStore>) {
 
     // A failing event insert (seq already used) rolls the snapshot back too.
     let dup = StoredGroup { revision: loaded.revision, last_seq: 3, ..g.clone() };
-    assert!(store.commit(&key, &dup, &[event(2, "dup")]).await.is_err());
+    assert!(store.commit(&key, &dup, &[event(2, "dup")], &[]).await.is_err());
     assert_eq!(store.load(&key).await.unwrap().unwrap().last_seq, 2, "the snapshot did not move");
 
     // Stuck events are found; marking publishes up to a seq.
@@ -125,6 +126,19 @@ async fn outbox_contract(store: &Arc<dyn SnapshotStore>) {
     store.mark_published(&key, 2, 6).await.unwrap();
     assert!(store.unpublished(&key).await.unwrap().is_empty());
     assert!(!store.chats_with_unpublished(i64::MAX, 100).await.unwrap().contains(&key));
+
+    // Applied items are recorded with their commit, and only then.
+    let items = ["item-1".to_owned(), "item-2".to_owned()];
+    let current = store.load(&key).await.unwrap().unwrap();
+    let next = StoredGroup { revision: current.revision, ..current.clone() };
+    store.commit(&key, &next, &[], &items[..1]).await.unwrap();
+    assert!(store.commit(&key, &next, &[], &items[1..]).await.is_err(), "a lost race records nothing");
+    assert_eq!(store.applied(&key, &items).await.unwrap(), ["item-1"]);
+    let other = GroupKey::new(Provider::Wecom, "acme", "wr-elsewhere");
+    assert!(store.applied(&other, &items).await.unwrap().is_empty(), "per chat");
+    assert_eq!(store.prune_applied(0, 10).await.unwrap(), 0, "nothing recorded before time 0");
+    assert_eq!(store.prune_applied(i64::MAX, 10).await.unwrap(), 1);
+    assert!(store.applied(&key, &items).await.unwrap().is_empty());
 
     let progress = store.progress(Provider::Wecom, "acme").await.unwrap();
     let mine = progress.iter().find(|p| p.chat_id == "wr-outbox").expect("listed");
@@ -179,7 +193,7 @@ fn group(chat_id: &str, name: &str, member_version: Option<&str>) -> StoredGroup
 async fn save(store: &Arc<dyn SnapshotStore>, key: &GroupKey, group: &StoredGroup) -> Result<StoredGroup, StoreError> {
     let revision = store.load(key).await?.map_or(0, |g| g.revision);
     let group = StoredGroup { revision, ..group.clone() };
-    let revision = store.commit(key, &group, &[]).await?;
+    let revision = store.commit(key, &group, &[], &[]).await?;
     Ok(StoredGroup { revision, ..group })
 }
 

@@ -34,11 +34,15 @@ pub fn report_of(e: &ChangeExternalChat) -> ChangeReport {
     }
 }
 
-/// Whether the callback's [`dedupe_key`] names its change alone: one naming members, or moving
-/// the member version. Two renames in one second have the same key, so attribute-only callbacks
-/// are never skipped as repeats (processing one twice costs a fetch and publishes nothing).
+/// Whether the callback's [`dedupe_key`] names its change alone: a membership change naming its
+/// members, or moving the member version from one value to another. Two renames in one second
+/// have the same key (same time, same versions, no members), so attribute changes, creations
+/// and dismissals are never skipped as repeats; processing one twice costs a fetch and
+/// publishes nothing new.
 pub fn dedupable(e: &ChangeExternalChat) -> bool {
-    !e.mem_change_list.is_empty() || (e.cur_mem_ver.is_some() && e.cur_mem_ver != e.last_mem_ver)
+    let membership = matches!(e.update_detail, Some(UpdateDetail::AddMember | UpdateDetail::DelMember));
+    let moved = e.last_mem_ver.is_some() && e.cur_mem_ver.is_some() && e.last_mem_ver != e.cur_mem_ver;
+    membership && (!e.mem_change_list.is_empty() || moved)
 }
 
 /// A hash of everything that tells two change reports apart. WeCom's own advice
@@ -125,5 +129,21 @@ mod tests {
             }
         }
         assert!(checked >= 18, "fixtures checked: {checked}");
+    }
+
+    #[test]
+    fn only_membership_changes_are_skipped_as_repeats() {
+        let parse = |name: &str| {
+            let xml = std::fs::read_to_string(format!("{}/fixtures/wecom/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            match parse_callback(&xml).unwrap() {
+                Callback::ChangeExternalChat(e) => *e,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(dedupable(&parse("update_add_member.xml")));
+        assert!(dedupable(&parse("update_del_member.xml")));
+        for name in ["update_change_name.xml", "create.xml", "dismiss.xml"] {
+            assert!(!dedupable(&parse(name)), "{name}");
+        }
     }
 }

@@ -2,10 +2,13 @@
 //! each test with its own exchange name (so its own queues), and cleans up after itself.
 #![allow(dead_code)]
 
+pub mod harness;
 pub mod proxy;
 pub mod scenario;
 pub mod serve;
 
+#[allow(unused_imports)]
+pub use harness::*;
 #[allow(unused_imports)]
 pub use scenario::*;
 

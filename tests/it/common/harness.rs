@@ -1,0 +1,116 @@
+//! The spawn-app harness for scenarios: the WeCom simulator, the application with its worker on,
+//! a tap on the exchange, a fresh store; `finish` cleans up the exchange, queues and database.
+
+use super::*;
+use groupwatch::core::model::{EventType, GroupEvent};
+use groupwatch::sim::{self, SimClient, SimServer};
+use groupwatch::tools::replay::Replayer;
+use std::time::Duration;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct Harness {
+    pub app: Option<TestApp>,
+    pub sim: SimServer,
+    pub simc: SimClient,
+    pub tap: Tap,
+    pub conn: lapin::Connection,
+    pub store: TestStore,
+    pub exchange: String,
+    pub topology: groupwatch::queue::broker::Topology,
+    pub config: String,
+}
+
+impl Harness {
+    pub async fn start(store: TestStore) -> Harness {
+        Self::start_with(store, Default::default()).await
+    }
+
+    pub async fn start_with(store: TestStore, hooks: groupwatch::app::Hooks) -> Harness {
+        Self::start_custom(store, hooks, pipeline_config).await
+    }
+
+    /// `make_config(exchange, store, api_base)` writes the app's configuration.
+    pub async fn start_custom(
+        store: TestStore,
+        hooks: groupwatch::app::Hooks,
+        make_config: impl Fn(&str, &TestStore, &str) -> String,
+    ) -> Harness {
+        let sim = sim::spawn(sim_state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let simc = SimClient::new(sim.base_url());
+        let exchange = unique_exchange();
+        let config = make_config(&exchange, &store, &sim.base_url());
+        let app = spawn_app_hooked(&config, hooks).await;
+        let conn = amqp().await;
+        let tap = Tap::new(&conn, &exchange).await;
+        let topology = app.topology.clone();
+        Harness { app: Some(app), sim, simc, tap, conn, store, exchange, topology, config }
+    }
+
+    pub fn app(&self) -> &TestApp {
+        self.app.as_ref().expect("app running")
+    }
+
+    pub fn replayer(&self) -> Replayer {
+        Replayer::new(self.app().config.tenant(TENANT).unwrap(), &self.app().callback_url(TENANT)).unwrap()
+    }
+
+    pub async fn callback(&self, xml: &str) {
+        assert_eq!(self.replayer().post(xml.as_bytes()).await.unwrap(), 200);
+    }
+
+    /// Creates the group through a `create` callback and consumes its 3 events.
+    pub async fn created(&self) -> Vec<GroupEvent> {
+        self.callback(&callback_xml(1572505490, "create", None, &[], None)).await;
+        self.tap.expect(3, WAIT).await
+    }
+
+    /// The application's configuration, typed.
+    pub fn typed_config(&self) -> groupwatch::config::Config {
+        groupwatch::config::Config::from_toml(&self.config, std::iter::empty()).expect("valid test config")
+    }
+
+    /// Stops the app and starts a new one on the same store, exchange and simulator.
+    pub async fn restart(&mut self, hooks: groupwatch::app::Hooks) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        self.app = Some(spawn_app_hooked(&self.config, hooks).await);
+    }
+
+    /// `groupwatch resync` for the test tenant, waiting for the app's worker to finish it.
+    pub async fn resync(&self) -> groupwatch::worker::resync::Summary {
+        let config = self.typed_config();
+        let mut summaries = groupwatch::app::resync_once(&config, &[TENANT.to_owned()], &[], Some(WAIT)).await.unwrap();
+        summaries.remove(0)
+    }
+
+    pub async fn finish(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        cleanup(&self.conn, &self.topology).await;
+        self.store.drop_database().await;
+        drop(self.sim);
+    }
+}
+
+pub fn pipeline_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
+    test_config_with_store(exchange, &store.url(), "")
+        .replace(
+            "[worker]\nenabled = false",
+            "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]\nconfirm_delay_ms = 300",
+        )
+        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
+}
+
+pub fn kinds(events: &[GroupEvent]) -> Vec<(EventType, Option<&str>, Option<i64>)> {
+    events.iter().map(|e| (e.event_type, e.member.as_ref().map(|m| m.userid.as_str()), e.occurred_at)).collect()
+}
+
+pub fn fault_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
+    pipeline_config(exchange, store, api_base).replace(
+        "retry_delays_ms = [200, 300, 500, 800, 1000]",
+        "retry_delays_ms = [200, 300, 500, 800, 1000]\napi_timeout_ms = 400\napi_rate_limit_pause_ms = 700",
+    )
+}
