@@ -586,14 +586,14 @@ async fn every_change_pushes_its_event_in_either_casing() {
 #[tokio::test]
 async fn an_ack_settles_the_event() {
     let h = start().await;
-    h.admin.dingtalk_settings(json!({"redelivery_delay_ms": 150})).await.unwrap();
+    h.admin.dingtalk_settings(json!({"redelivery_delay_ms": 300})).await.unwrap();
     let mut ws = h.connect().await;
     let ids = h.admin.dingtalk_patch_chat(APP, DOC_CHAT, json!({"name": "新名字"}), camel()).await.unwrap();
     let frame = ws.next_event().await;
     assert_eq!(frame["headers"]["eventId"], ids[0].as_str());
     ws.ack(&frame, 200, "SUCCESS").await;
     h.wait_stats(|s| s.acks_success == 1).await;
-    ws.assert_silent(Duration::from_millis(450)).await;
+    ws.assert_silent(Duration::from_millis(700)).await;
 
     let stats = h.admin.dingtalk_stats().await.unwrap();
     assert_eq!((stats.events_pushed, stats.redeliveries, stats.acks_later), (1, 0, 0), "{stats:?}");
@@ -607,7 +607,7 @@ async fn an_ack_settles_the_event() {
 #[tokio::test]
 async fn an_unacked_event_is_redelivered_with_the_same_event_id() {
     let h = start().await;
-    h.admin.dingtalk_settings(json!({"redelivery_delay_ms": 150})).await.unwrap();
+    h.admin.dingtalk_settings(json!({"redelivery_delay_ms": 300})).await.unwrap();
     let mut ws = h.connect().await;
     let ids = h.admin.dingtalk_remove_members(APP, TEAM_CHAT, &["user456"], camel()).await.unwrap();
     let first = ws.next_event().await;
@@ -638,7 +638,7 @@ async fn an_unacked_event_is_redelivered_with_the_same_event_id() {
 #[tokio::test]
 async fn later_is_redelivered_whatever_the_code() {
     let h = start().await;
-    h.admin.dingtalk_settings(json!({"redelivery_delay_ms": 150})).await.unwrap();
+    h.admin.dingtalk_settings(json!({"redelivery_delay_ms": 300})).await.unwrap();
     let mut ws = h.connect().await;
     h.admin.dingtalk_quit(APP, TEAM_CHAT, "user456", pascal()).await.unwrap();
     let first = ws.next_event().await;
@@ -652,7 +652,7 @@ async fn later_is_redelivered_whatever_the_code() {
     assert_eq!(third["headers"]["eventId"], first["headers"]["eventId"]);
     ws.ack(&third, 200, "SUCCESS").await;
     h.wait_stats(|s| s.acks_success == 1).await;
-    ws.assert_silent(Duration::from_millis(400)).await;
+    ws.assert_silent(Duration::from_millis(700)).await;
     let events = h.admin.dingtalk_events().await.unwrap();
     assert_eq!((events[0].deliveries, events[0].acked), (3, true), "{events:?}");
 }
