@@ -50,8 +50,9 @@ pub(super) fn live_group_mut<'a>(
         .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, format!("no live group {chat_id} in corp {corp_id}")))
 }
 
+/// The state file, secrets masked (`***`).
 pub(super) async fn admin_state(State(sim): State<SharedSim>) -> Json<SimState> {
-    Json(sim.snapshot())
+    Json(sim.snapshot().masked())
 }
 
 /// Creates, replaces or re-creates (if dismissed) a group. The body is WeCom's `group_chat`

@@ -10,10 +10,15 @@
 
 mod admin;
 mod client;
+mod dingtalk;
 mod wecom;
 
 use admin::*;
 pub use client::{SimClient, SimClientError};
+pub use dingtalk::{
+    DingtalkCasing, DingtalkEventView, DingtalkFaultAnswer, DingtalkPush, DingtalkSettings, DingtalkStats,
+    SimDingtalkApp, SimDingtalkChat,
+};
 use wecom::*;
 
 use axum::body::Bytes;
@@ -62,6 +67,9 @@ const HISTORY_MAX: usize = 16;
 #[serde(deny_unknown_fields)]
 pub struct SimState {
     pub corps: Vec<SimCorp>,
+    /// DingTalk apps and their chats (see `dingtalk`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dingtalk: Vec<SimDingtalkApp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +167,15 @@ impl SimState {
         let de = &mut serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|source| SimError::Parse { origin: origin.into(), source })
     }
+
+    /// The state with every secret replaced by `***`, as `GET /sim/state` shows it.
+    pub fn masked(mut self) -> Self {
+        for corp in &mut self.corps {
+            corp.secret = dingtalk::MASK.into();
+        }
+        dingtalk::mask(&mut self.dingtalk);
+        self
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -185,6 +202,7 @@ struct Sim {
     faults: Faults,
     stats: SimStats,
     versions: VersionGen,
+    dingtalk: dingtalk::Dingtalk,
 }
 
 struct Corp {
@@ -307,8 +325,15 @@ impl SharedSim {
                 return Err(SimError::Invalid(format!("corp {} appears twice", corp.corp_id)));
             }
         }
-        let sim =
-            Sim { corps, tokens: HashMap::new(), faults: Faults::default(), stats: SimStats::default(), versions };
+        let dingtalk = dingtalk::Dingtalk::new(state.dingtalk)?;
+        let sim = Sim {
+            corps,
+            tokens: HashMap::new(),
+            faults: Faults::default(),
+            stats: SimStats::default(),
+            versions,
+            dingtalk,
+        };
         Ok(Self(Arc::new(Mutex::new(sim))))
     }
 
@@ -325,7 +350,7 @@ impl SharedSim {
                 groups: corp.groups.values().map(|g| g.now.clone()).collect(),
             })
             .collect();
-        SimState { corps }
+        SimState { corps, dingtalk: sim.dingtalk.snapshot() }
     }
 
     pub fn stats(&self) -> SimStats {
@@ -409,7 +434,7 @@ pub fn router(state: SharedSim) -> Router {
         .route("/sim/corps/{corp}/groups/{chat_id}/members/{userid}", delete(admin_remove_member))
         .route("/sim/faults", get(admin_faults).post(admin_set_faults).delete(admin_clear_faults))
         .route("/sim/stats", get(admin_stats).delete(admin_reset_stats));
-    wecom.merge(admin).layer(middleware::from_fn(log_request)).with_state(state)
+    wecom.merge(admin).merge(dingtalk::routes()).layer(middleware::from_fn(log_request)).with_state(state)
 }
 
 /// Marks a response with the WeCom errcode it carries, for the request log.
@@ -466,6 +491,7 @@ impl SimServer {
     /// Stops accepting, lets in-flight requests finish, and waits for the server to end.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         self.stop.cancel();
+        self.sim.lock().dingtalk.stop();
         match self.task.take() {
             Some(task) => task.await.map_err(std::io::Error::other)?,
             None => Ok(()),
@@ -476,6 +502,8 @@ impl SimServer {
 impl Drop for SimServer {
     fn drop(&mut self) {
         self.stop.cancel();
+        // WebSocket connections outlive the HTTP server's graceful shutdown: end them too.
+        self.sim.lock().dingtalk.stop();
         // Drop cannot wait for a graceful end; kill the task so no test leaks a server.
         if let Some(task) = self.task.take() {
             task.abort();
@@ -496,7 +524,12 @@ pub async fn run(
     let sim = SharedSim::new(state)?;
     let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let source = state_path.as_deref().map_or("bundled fixtures/sim/state.json".into(), |p| p.display().to_string());
-    tracing::info!(addr = %listener.local_addr()?, state = %source, "WeCom simulator listening");
+    tracing::info!(addr = %listener.local_addr()?, state = %source, "WeCom and DingTalk simulator listening");
+    let streams = sim.clone();
+    let shutdown = async move {
+        shutdown.await;
+        streams.lock().dingtalk.stop();
+    };
     axum::serve(listener, router(sim)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -18,4 +18,5 @@ mod process;
 mod resync;
 mod schema;
 mod sim;
+mod sim_dingtalk;
 mod store;

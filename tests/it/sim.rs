@@ -452,7 +452,13 @@ async fn state_snapshot_round_trips_through_a_state_file() {
     let version = admin.add_member(CORP, "wrJack1", fresh).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&admin.state().await.unwrap()).unwrap()).unwrap();
+    // GET /sim/state masks secrets; put them back to make a usable state file.
+    let mut state = admin.state().await.unwrap();
+    for corp in &mut state.corps {
+        assert_eq!(corp.secret, "***", "{} shows its secret", corp.corp_id);
+        corp.secret = if corp.corp_id == CORP { SECRET } else { BIG_SECRET }.to_owned();
+    }
+    std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
 
     let loaded = SimState::load(&path).unwrap();
     let again = Harness { server: sim::spawn(loaded, "127.0.0.1:0".parse().unwrap()).await.unwrap(), http: h.http };
