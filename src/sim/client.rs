@@ -13,8 +13,8 @@ pub enum SimClientError {
 /// The admin API over HTTP, for tests and demos that run the simulator in another process.
 #[derive(Debug, Clone)]
 pub struct SimClient {
-    base_url: String,
-    http: reqwest::Client,
+    pub(super) base_url: String,
+    pub(super) http: reqwest::Client,
 }
 
 impl SimClient {
@@ -28,7 +28,11 @@ impl SimClient {
         format!("{}/sim/corps/{}/groups/{}", self.base_url, segment(corp), segment(chat_id))
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, SimClientError> {
+    pub(super) async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+    ) -> Result<reqwest::Response, SimClientError> {
         let response = request.send().await?;
         if response.status().is_success() {
             return Ok(response);

@@ -10,10 +10,15 @@
 
 mod admin;
 mod client;
+mod tim;
 mod wecom;
 
 use admin::*;
 pub use client::{SimClient, SimClientError};
+pub use tim::{
+    SimTimApp, TimCallbackReport, TimChange, TimEventTime, TimExitType, TimGroup, TimJoinType, TimKeyValue, TimMember,
+    TimNotify, TimStats,
+};
 use wecom::*;
 
 use axum::body::Bytes;
@@ -62,6 +67,9 @@ const HISTORY_MAX: usize = 16;
 #[serde(deny_unknown_fields)]
 pub struct SimState {
     pub corps: Vec<SimCorp>,
+    /// Tencent Cloud IM apps (see `tim`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tim: Vec<SimTimApp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +193,7 @@ struct Sim {
     faults: Faults,
     stats: SimStats,
     versions: VersionGen,
+    tim: tim::TimSim,
 }
 
 struct Corp {
@@ -307,12 +316,14 @@ impl SharedSim {
                 return Err(SimError::Invalid(format!("corp {} appears twice", corp.corp_id)));
             }
         }
+        let tim = tim::TimSim::new(state.tim)?;
         let sim =
-            Sim { corps, tokens: HashMap::new(), faults: Faults::default(), stats: SimStats::default(), versions };
+            Sim { corps, tokens: HashMap::new(), faults: Faults::default(), stats: SimStats::default(), versions, tim };
         Ok(Self(Arc::new(Mutex::new(sim))))
     }
 
-    /// The current state, in the state-file format (dismissed groups included, flagged).
+    /// The current state, in the state-file format (dismissed groups included, flagged; TIM
+    /// secrets masked).
     pub fn snapshot(&self) -> SimState {
         let sim = self.lock();
         let corps = sim
@@ -325,7 +336,7 @@ impl SharedSim {
                 groups: corp.groups.values().map(|g| g.now.clone()).collect(),
             })
             .collect();
-        SimState { corps }
+        SimState { corps, tim: sim.tim.snapshot() }
     }
 
     pub fn stats(&self) -> SimStats {
@@ -401,7 +412,7 @@ pub fn router(state: SharedSim) -> Router {
         .route("/sim/corps/{corp}/groups/{chat_id}/members/{userid}", delete(admin_remove_member))
         .route("/sim/faults", get(admin_faults).post(admin_set_faults).delete(admin_clear_faults))
         .route("/sim/stats", get(admin_stats).delete(admin_reset_stats));
-    wecom.merge(admin).layer(middleware::from_fn(log_request)).with_state(state)
+    wecom.merge(admin).merge(tim::routes()).layer(middleware::from_fn(log_request)).with_state(state)
 }
 
 /// Marks a response with the WeCom errcode it carries, for the request log.
