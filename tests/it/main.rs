@@ -17,4 +17,5 @@ mod process;
 mod resync;
 mod schema;
 mod sim;
+mod sim_tim;
 mod store;

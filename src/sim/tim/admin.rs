@@ -37,7 +37,7 @@ fn app_id(app: &str) -> Result<u64, AdminFail> {
     app.parse().map_err(|_| fail(StatusCode::BAD_REQUEST, format!("{app:?} is not an SDKAppID")))
 }
 
-fn app_mut<'a>(tim: &'a mut TimSim, sdk_app_id: u64) -> Result<&'a mut App, AdminFail> {
+fn app_mut(tim: &mut TimSim, sdk_app_id: u64) -> Result<&mut App, AdminFail> {
     tim.apps.get_mut(&sdk_app_id).ok_or_else(|| fail(StatusCode::NOT_FOUND, format!("no tim app {sdk_app_id}")))
 }
 

@@ -73,20 +73,23 @@ const MEMBER_FIELDS: &[&str] = &[
     "ShutUpUntil",
 ];
 
+/// The commands played, named in faults as Tencent names them (`get_group_info`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub(super) enum TimApi {
-    GetGroupInfo,
-    GetGroupMemberInfo,
-    GetAppidGroupList,
+    #[serde(rename = "get_group_info")]
+    GroupInfo,
+    #[serde(rename = "get_group_member_info")]
+    GroupMemberInfo,
+    #[serde(rename = "get_appid_group_list")]
+    AppidGroupList,
 }
 
 impl TimApi {
     fn from_command(command: &str) -> Option<Self> {
         match command {
-            "get_group_info" => Some(Self::GetGroupInfo),
-            "get_group_member_info" => Some(Self::GetGroupMemberInfo),
-            "get_appid_group_list" => Some(Self::GetAppidGroupList),
+            "get_group_info" => Some(Self::GroupInfo),
+            "get_group_member_info" => Some(Self::GroupMemberInfo),
+            "get_appid_group_list" => Some(Self::AppidGroupList),
             _ => None,
         }
     }
@@ -239,9 +242,9 @@ impl SharedSim {
             let mut sim = self.lock();
             let stats = &mut sim.tim.stats;
             match api {
-                Some(TimApi::GetGroupInfo) => stats.get_group_info += 1,
-                Some(TimApi::GetGroupMemberInfo) => stats.get_group_member_info += 1,
-                Some(TimApi::GetAppidGroupList) => stats.get_appid_group_list += 1,
+                Some(TimApi::GroupInfo) => stats.get_group_info += 1,
+                Some(TimApi::GroupMemberInfo) => stats.get_group_member_info += 1,
+                Some(TimApi::AppidGroupList) => stats.get_appid_group_list += 1,
                 None => stats.other += 1,
             }
             sim.tim.faults.latency_ms
@@ -309,9 +312,9 @@ pub(super) async fn rest(
         }
     };
     match api {
-        Some(TimApi::GetGroupInfo) => get_group_info(tim, sdk_app_id, &body),
-        Some(TimApi::GetGroupMemberInfo) => get_group_member_info(tim, sdk_app_id, &body),
-        Some(TimApi::GetAppidGroupList) => get_appid_group_list(tim, sdk_app_id, &body),
+        Some(TimApi::GroupInfo) => get_group_info(tim, sdk_app_id, &body),
+        Some(TimApi::GroupMemberInfo) => get_group_member_info(tim, sdk_app_id, &body),
+        Some(TimApi::AppidGroupList) => get_appid_group_list(tim, sdk_app_id, &body),
         None => Err(TimError::with_info(10003, format!("invalid command: group_open_http_svc/{command}"))),
     }
 }

@@ -62,6 +62,12 @@ struct SigDoc {
 }
 
 fn decode(usersig: &str) -> Result<SigDoc, SigError> {
+    // TLSSigAPIv2 substitutes `+`, `/` and `=`; a sig that still has them was not made by it
+    // (and its `+` would turn into a space in a URL that does not escape it). Stricter than
+    // Tencent may be, on purpose.
+    if !usersig.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'_')) {
+        return Err(SigError::Malformed);
+    }
     let standard: String = usersig
         .chars()
         .map(|c| match c {
@@ -186,7 +192,9 @@ mod tests {
         let mut extra = vector_doc();
         extra["TLS.extra"] = 1.into();
         assert_eq!(verify(&encode(&extra), &check(1_700_000_000)), Err(SigError::Malformed));
-        for garbage in ["", "not base64!", "eJwDAAAAAAE_", &sig[..sig.len() / 2]] {
+        let unsubstituted = sig.replace('*', "+").replace('-', "/").replace('_', "=");
+        assert_ne!(unsubstituted, sig, "the vector's sig has a substituted character");
+        for garbage in ["", "not base64!", "eJwDAAAAAAE_", &sig[..sig.len() / 2], &unsubstituted] {
             assert_eq!(verify(garbage, &check(1_700_000_000)), Err(SigError::Malformed), "{garbage}");
         }
     }
