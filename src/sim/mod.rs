@@ -7,6 +7,9 @@
 //!
 //! As on WeCom, API errors are HTTP 200 with `errcode` in the body; only injected `http_status`
 //! faults answer another status. Admin errors are plain HTTP statuses with `{"error": "…"}`.
+//!
+//! It also plays Tencent Cloud IM (`tim`): the group REST API, UserSig checks and the group
+//! after-callbacks, with its own admin API under `/sim/tim/`.
 
 mod admin;
 mod client;
