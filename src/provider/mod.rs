@@ -1,6 +1,7 @@
 //! Group-detail sources, one per chat platform, behind one trait. The pipeline only sees
 //! provider-neutral snapshots and a classified error.
 
+pub mod tim;
 pub mod wecom;
 pub mod wxbiz;
 

@@ -7,10 +7,14 @@
 //!
 //! As on WeCom, API errors are HTTP 200 with `errcode` in the body; only injected `http_status`
 //! faults answer another status. Admin errors are plain HTTP statuses with `{"error": "…"}`.
+//!
+//! It also plays Tencent Cloud IM (`tim`): the group REST API, UserSig checks and the group
+//! after-callbacks, with its own admin API under `/sim/tim/`.
 
 mod admin;
 mod client;
 mod dingtalk;
+mod tim;
 mod wecom;
 
 use admin::*;
@@ -18,6 +22,10 @@ pub use client::{SimClient, SimClientError};
 pub use dingtalk::{
     DingtalkCasing, DingtalkEventView, DingtalkFaultAnswer, DingtalkPush, DingtalkSettings, DingtalkStats,
     SimDingtalkApp, SimDingtalkChat,
+};
+pub use tim::{
+    SimTimApp, TimCallbackReport, TimChange, TimEventTime, TimExitType, TimGroup, TimJoinType, TimKeyValue, TimMember,
+    TimNotify, TimStats,
 };
 use wecom::*;
 
@@ -70,6 +78,9 @@ pub struct SimState {
     /// DingTalk apps and their chats (see `dingtalk`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dingtalk: Vec<SimDingtalkApp>,
+    /// Tencent Cloud IM apps (see `tim`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tim: Vec<SimTimApp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +214,7 @@ struct Sim {
     stats: SimStats,
     versions: VersionGen,
     dingtalk: dingtalk::Dingtalk,
+    tim: tim::TimSim,
 }
 
 struct Corp {
@@ -326,6 +338,7 @@ impl SharedSim {
             }
         }
         let dingtalk = dingtalk::Dingtalk::new(state.dingtalk)?;
+        let tim = tim::TimSim::new(state.tim)?;
         let sim = Sim {
             corps,
             tokens: HashMap::new(),
@@ -333,11 +346,13 @@ impl SharedSim {
             stats: SimStats::default(),
             versions,
             dingtalk,
+            tim,
         };
         Ok(Self(Arc::new(Mutex::new(sim))))
     }
 
-    /// The current state, in the state-file format (dismissed groups included, flagged).
+    /// The current state, in the state-file format (dismissed groups included, flagged; TIM
+    /// secrets masked).
     pub fn snapshot(&self) -> SimState {
         let sim = self.lock();
         let corps = sim
@@ -350,7 +365,7 @@ impl SharedSim {
                 groups: corp.groups.values().map(|g| g.now.clone()).collect(),
             })
             .collect();
-        SimState { corps, dingtalk: sim.dingtalk.snapshot() }
+        SimState { corps, dingtalk: sim.dingtalk.snapshot(), tim: sim.tim.snapshot() }
     }
 
     pub fn stats(&self) -> SimStats {
@@ -434,7 +449,12 @@ pub fn router(state: SharedSim) -> Router {
         .route("/sim/corps/{corp}/groups/{chat_id}/members/{userid}", delete(admin_remove_member))
         .route("/sim/faults", get(admin_faults).post(admin_set_faults).delete(admin_clear_faults))
         .route("/sim/stats", get(admin_stats).delete(admin_reset_stats));
-    wecom.merge(admin).merge(dingtalk::routes()).layer(middleware::from_fn(log_request)).with_state(state)
+    wecom
+        .merge(admin)
+        .merge(dingtalk::routes())
+        .merge(tim::routes())
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
 }
 
 /// Marks a response with the WeCom errcode it carries, for the request log.

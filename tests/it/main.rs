@@ -19,4 +19,5 @@ mod resync;
 mod schema;
 mod sim;
 mod sim_dingtalk;
+mod sim_tim;
 mod store;
