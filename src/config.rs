@@ -146,7 +146,8 @@ pub struct WorkerConfig {
     /// Most callback keys remembered for the dedupe window (the oldest go first).
     pub dedupe_max_keys: usize,
     /// A fetch that nothing proves current (a resync's, or what a fetch showed beyond the
-    /// callbacks) is believed once a read at least this much later shows the same group.
+    /// callbacks) is believed once a read at least this much later shows the same group. Keep
+    /// it above the vendor API's lag behind its notifications (WeCom: "e.g. 2 s").
     pub confirm_delay_ms: u64,
     /// A fetch showing a membership the chat left behind less than this long ago is stale.
     pub stale_horizon_secs: u64,
@@ -169,7 +170,7 @@ impl Default for WorkerConfig {
             api_rate_limit_pause_ms: 60_000,
             dedupe_window_secs: 300,
             dedupe_max_keys: 100_000,
-            confirm_delay_ms: 2_000,
+            confirm_delay_ms: 5_000,
             stale_horizon_secs: 600,
             outbox_sweep_secs: 60,
             actor_idle_secs: 30,

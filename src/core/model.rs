@@ -167,7 +167,7 @@ impl StoredGroup {
 }
 
 /// The kinds of event groupwatch publishes; the routing key is `{provider}.{tenant}.{type}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum EventType {
     #[serde(rename = "member.join")]
     MemberJoin,

@@ -201,6 +201,9 @@ pub(super) async fn admin_set_faults(State(sim): State<SharedSim>, body: Bytes) 
     if let Some(n) = request.wrong_chat_id {
         sim.faults.wrong_chat_id = n;
     }
+    if let Some(ms) = request.stale_for_ms {
+        sim.faults.stale_until = Some(Instant::now() + Duration::from_millis(ms));
+    }
     // A one-off action rather than a standing fault: tokens issued afterwards work.
     if request.expire_tokens == Some(true) {
         sim.tokens.values_mut().for_each(|t| t.revoked = true);

@@ -395,6 +395,10 @@ struct Faults {
     answer_delay: Option<Pending<u64>>,
     /// groupchat/get answers naming another chat id.
     wrong_chat_id: u32,
+    /// Until then, every groupchat/get answer is stale (a replica lagging by a bounded time,
+    /// unlike `stale_fetches`, which counts answers however late they come).
+    #[serde(skip)]
+    stale_until: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -428,6 +432,8 @@ struct FaultRequest {
     /// Delay the next `count` groupchat/get answers by this much after computing them.
     answer_delay_ms: Option<u64>,
     wrong_chat_id: Option<u32>,
+    /// Every groupchat/get answer in the next this many milliseconds is stale.
+    stale_for_ms: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------------------------

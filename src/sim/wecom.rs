@@ -204,7 +204,8 @@ fn groupchat_get_answer(sim: &mut Sim, query: &Option<String>, body: &[u8]) -> R
         .and_then(|corp| corp.groups.get(&request.chat_id))
         .filter(|g| !g.now.dismissed)
         .ok_or_else(unknown_chat)?;
-    let mut answer = if sim.faults.stale_fetches > 0 { group.stale_view() } else { group.now.clone() };
+    let lagging = sim.faults.stale_until.is_some_and(|until| Instant::now() < until);
+    let mut answer = if sim.faults.stale_fetches > 0 || lagging { group.stale_view() } else { group.now.clone() };
     // Only answered groups use up a stale fetch: an error is not a stale answer.
     sim.faults.stale_fetches = sim.faults.stale_fetches.saturating_sub(1);
     if request.need_name != 1 {

@@ -13,6 +13,7 @@ mod ingress;
 mod instances;
 mod metrics;
 mod outbox;
+mod outbox_props;
 mod pipeline;
 mod process;
 mod resync;

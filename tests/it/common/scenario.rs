@@ -196,7 +196,7 @@ pub fn assert_published_exactly(events: &[GroupEvent], expected: &HashSet<Change
         }
     }
     let mut published: Vec<Change> = by_id.values().map(|e| change_of(e)).collect();
-    published.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    published.sort();
     let distinct: HashSet<Change> = published.iter().cloned().collect();
     assert_eq!(distinct.len(), published.len(), "a change published under two ids: {:#?}", summarise(events));
     let lost: Vec<_> = expected.difference(&distinct).collect();
