@@ -390,3 +390,37 @@ async fn a_request_head_that_never_ends_is_cut_off_without_blocking_others() {
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "answer to an unfinished head: {answer:?}");
     app.stop().await;
 }
+
+/// POSTs `body` to the tenant's callback URL with the given signed query.
+async fn post_signed(app: &TestApp, tenant: &str, query: &[(&'static str, String)], body: String) -> reqwest::Response {
+    let mut url = url::Url::parse(&app.callback_url(tenant)).unwrap();
+    url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+    reqwest::Client::new().post(url).body(body).send().await.unwrap()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom")).join(name)).unwrap()
+}
+
+fn now_secs() -> i64 {
+    groupwatch::core::clock::now_ms() / 1000
+}
+
+/// WeCom signs in lower-case hex: the right digest in upper case is not its signature.
+#[tokio::test]
+async fn an_upper_case_signature_is_refused() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let conn = amqp().await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let mut signed = sign_event(&crypt, &fixture("update_add_member.xml"), now_secs());
+    while !signed.query[0].1.bytes().any(|b| b.is_ascii_alphabetic()) {
+        signed = sign_event(&crypt, &fixture("update_add_member.xml"), now_secs());
+    }
+    let mut upper = signed.query.clone();
+    upper[0].1 = upper[0].1.to_ascii_uppercase();
+    assert_eq!(post_signed(&app, TENANT, &upper, signed.body.clone()).await.status(), 401);
+    assert_eq!(inbound_len(&conn, &app.topology).await, 0, "nothing was queued");
+    assert_eq!(post_signed(&app, TENANT, &signed.query, signed.body).await.status(), 200);
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
