@@ -28,6 +28,9 @@ pub struct CallbackState {
     pub timestamp_window: Option<u64>,
 }
 
+/// Why a callback was refused. `Display` carries the details for the debug log (it may quote
+/// attacker input or a decrypted field); the HTTP answer is [`CallbackError::public_message`],
+/// a fixed string per outcome.
 #[derive(Debug, thiserror::Error)]
 pub enum CallbackError {
     #[error("unknown tenant")]
@@ -44,6 +47,10 @@ pub enum CallbackError {
     Envelope(ParseError),
     #[error("event: {0}")]
     Event(ParseError),
+    /// A signed GET whose plaintext is not shaped like WeCom's echostr: answering it would
+    /// make the verification route decrypt any captured `Encrypt` for whoever asks.
+    #[error("decrypted echostr is not a verification string")]
+    NotEchostr,
     #[error("event could not be handed off: {0}")]
     Unavailable(#[from] crate::queue::inbound::HandOffError),
 }
@@ -54,9 +61,12 @@ impl CallbackError {
             Self::UnknownTenant => StatusCode::NOT_FOUND,
             Self::MissingParam("msg_signature" | "timestamp" | "nonce") => StatusCode::UNAUTHORIZED,
             Self::Crypto(CryptoError::BadSignature) | Self::StaleTimestamp => StatusCode::UNAUTHORIZED,
-            Self::MissingParam(_) | Self::Crypto(_) | Self::NotUtf8 | Self::Envelope(_) | Self::Event(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MissingParam(_)
+            | Self::Crypto(_)
+            | Self::NotUtf8
+            | Self::Envelope(_)
+            | Self::Event(_)
+            | Self::NotEchostr => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -69,17 +79,39 @@ impl CallbackError {
             Self::Crypto(CryptoError::ReceiveIdMismatch) => "wrong_receive_id",
             Self::Crypto(_) | Self::NotUtf8 | Self::Envelope(_) => "malformed",
             Self::Event(_) => "bad_event",
+            Self::NotEchostr => "bad_echostr",
             Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// The answer's body: fixed per outcome, so that no error echoes the request body (a parser
+    /// error quotes it) or a decrypted value.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            Self::UnknownTenant => "unknown tenant",
+            Self::MissingParam("echostr") => "missing query parameter echostr",
+            Self::MissingParam(_) | Self::Crypto(CryptoError::BadSignature) => "missing or bad signature",
+            Self::StaleTimestamp => "timestamp outside the accepted window",
+            Self::Crypto(CryptoError::ReceiveIdMismatch) => "receive id does not match",
+            Self::Crypto(_) => "ciphertext cannot be decrypted",
+            Self::NotUtf8 | Self::Envelope(_) => "malformed envelope",
+            Self::Event(_) => "invalid event",
+            Self::NotEchostr => "not a verification request",
+            Self::Unavailable(_) => "event could not be handed off; retry",
         }
     }
 }
 
 impl IntoResponse for CallbackError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        // The message names the failing step only; it never echoes plaintext or keys.
-        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.to_string()).into_response()
+        (self.status(), [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.public_message()).into_response()
     }
+}
+
+/// WeCom's echostr decrypts to a short decimal string (`1616140317555161061`); allow a little
+/// more (letters, up to 64 characters) but nothing that could be a message: no markup, no spaces.
+fn is_echostr(plain: &str) -> bool {
+    (1..=64).contains(&plain.len()) && plain.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// The signed query parameters. Parsed by hand: a form decoder would turn a literal `+` of a
@@ -161,7 +193,11 @@ pub async fn verify_url(
         let (sig, ts, nonce) = q.signature_parts()?;
         state.check_timestamp(ts)?;
         let echostr = SignedQuery::require(&q.echostr, "echostr")?;
-        Ok::<_, CallbackError>(crypt.verify_and_decrypt(sig, ts, nonce, echostr)?)
+        let plain = crypt.verify_and_decrypt(sig, ts, nonce, echostr)?;
+        if !is_echostr(&plain) {
+            return Err(CallbackError::NotEchostr);
+        }
+        Ok::<_, CallbackError>(plain)
     })();
     match result {
         Ok(plain) => {
@@ -243,6 +279,24 @@ mod tests {
         let q = SignedQuery::parse(Some("msg_signature=ab&timestamp=1&nonce=2&echostr=a+b%2Fc%3D%3D"));
         assert_eq!(q.echostr.as_deref(), Some("a+b/c=="));
         assert_eq!(q.signature_parts().unwrap(), ("ab", "1", "2"));
+    }
+
+    #[test]
+    fn echostr_shape() {
+        assert!(is_echostr("1616140317555161061"));
+        assert!(is_echostr("abcXYZ09"));
+        for bad in ["", "<xml></xml>", "12 34", "1616140317555161061\n", &"9".repeat(65), "１２"] {
+            assert!(!is_echostr(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn answers_are_fixed_strings() {
+        let e = CallbackError::Event(ParseError::Invalid { element: "ChangeType", value: "secret-value".into() });
+        assert!(e.to_string().contains("secret-value"), "the log line keeps the detail");
+        assert_eq!(e.public_message(), "invalid event");
+        let e = CallbackError::Envelope(ParseError::Xml("entity &attacker; unknown".into()));
+        assert_eq!(e.public_message(), "malformed envelope");
     }
 
     #[test]

@@ -424,3 +424,73 @@ async fn an_upper_case_signature_is_refused() {
     cleanup(&conn, &app.topology).await;
     app.stop().await;
 }
+
+fn encrypt_of(body: &str) -> String {
+    let start = body.find("<Encrypt><![CDATA[").unwrap() + 18;
+    let end = body.find("]]></Encrypt>").unwrap();
+    body[start..end].to_owned()
+}
+
+/// GET verification is not a decryption service: a captured POST's signed `Encrypt`, sent as
+/// `echostr`, is refused with a fixed answer that quotes nothing of the plaintext.
+#[tokio::test]
+async fn get_verification_does_not_decrypt_a_captured_event() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let event = fixture("update_add_member.xml");
+    let captured = sign_event(&crypt, &event, now_secs());
+    let mut url = url::Url::parse(&app.callback_url(TENANT)).unwrap();
+    url.query_pairs_mut()
+        .extend_pairs(captured.query.iter().map(|(k, v)| (*k, v.as_str())))
+        .append_pair("echostr", &encrypt_of(&captured.body));
+    let resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body = resp.text().await.unwrap();
+    for secret in ["wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA", "change_external_chat", "<xml>", "Jack"] {
+        assert!(!body.contains(secret), "the answer quotes the plaintext: {body:?}");
+    }
+    assert_eq!(body, "not a verification request");
+
+    // A real verification request (a short decimal echostr) still answers it exactly.
+    let echostr = crypt.encrypt(b"8231930270341672941");
+    let (ts, nonce) = (now_secs().to_string(), "424242".to_owned());
+    let mut url = url::Url::parse(&app.callback_url(TENANT)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("msg_signature", &crypt.signature(&ts, &nonce, &echostr))
+        .append_pair("timestamp", &ts)
+        .append_pair("nonce", &nonce)
+        .append_pair("echostr", &echostr);
+    let resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "8231930270341672941");
+    app.stop().await;
+}
+
+/// Error answers are fixed strings: neither the request body (quick-xml quotes it in its errors)
+/// nor a decrypted field comes back.
+#[tokio::test]
+async fn error_answers_quote_neither_the_body_nor_decrypted_fields() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let conn = amqp().await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let good = sign_event(&crypt, &fixture("update_add_member.xml"), now_secs());
+
+    let body = "<xml><Encrypt>&ATTACKER-CHOSEN-ENTITY;</Encrypt></xml>".to_owned();
+    let resp = post_signed(&app, TENANT, &good.query, body).await;
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("ATTACKER-CHOSEN"), "the envelope error quotes the body: {text:?}");
+
+    let event = String::from_utf8(fixture("update_add_member.xml"))
+        .unwrap()
+        .replace("<![CDATA[update]]>", "<![CDATA[DECRYPTED-SECRET-VALUE]]>");
+    assert!(event.contains("DECRYPTED-SECRET-VALUE"));
+    let signed = sign_event(&crypt, event.as_bytes(), now_secs());
+    let resp = post_signed(&app, TENANT, &signed.query, signed.body).await;
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("DECRYPTED-SECRET-VALUE"), "the event error quotes a decrypted field: {text:?}");
+    assert_eq!(inbound_len(&conn, &app.topology).await, 0);
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
