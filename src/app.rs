@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,25 +89,13 @@ impl Application {
     }
 
     fn router(&self) -> anyhow::Result<Router> {
-        let tenants = self
-            .config
-            .wecom
-            .iter()
-            .map(|t| Ok((t.tenant.clone(), t.crypt()?)))
-            .collect::<anyhow::Result<HashMap<_, _>>>()?;
+        let inbound = Inbound::new(
+            self.broker.clone(),
+            Batching { max_events: self.config.amqp.handoff_max_batch, in_flight: self.config.amqp.handoff_in_flight },
+        );
         let callbacks = Router::new()
             .route("/wecom/{tenant}/callback", get(ingress::verify_url).post(ingress::receive_event))
-            .with_state(CallbackState {
-                tenants: Arc::new(tenants),
-                inbound: Inbound::new(
-                    self.broker.clone(),
-                    Batching {
-                        max_events: self.config.amqp.handoff_max_batch,
-                        in_flight: self.config.amqp.handoff_in_flight,
-                    },
-                ),
-                timestamp_window: Some(self.config.http.timestamp_window_secs).filter(|w| *w > 0),
-            });
+            .with_state(CallbackState::new(&self.config.wecom, inbound, &self.config.http)?);
         let ops = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))

@@ -100,8 +100,15 @@ pub struct HttpConfig {
     /// A request (including reading its body) that takes longer is answered 408.
     pub request_timeout_ms: u64,
     /// Signed requests whose `timestamp` is further than this from now (either side) are
-    /// refused with 401, so a captured callback cannot be replayed later. 0 disables the check.
+    /// refused with 401, so a captured callback cannot be replayed later. 0 disables the check
+    /// and the replay cache, and is refused unless `allow_replay` says it is meant.
     pub timestamp_window_secs: u64,
+    /// Makes `timestamp_window_secs = 0` acceptable: a captured callback may then be replayed
+    /// at any time. For tests with old, fixed vectors; never for a public endpoint.
+    pub allow_replay: bool,
+    /// Most signed callbacks remembered for replay detection (about 100 bytes each); beyond
+    /// it the oldest are forgotten first.
+    pub replay_cache_entries: usize,
 }
 
 impl Default for HttpConfig {
@@ -112,6 +119,8 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 4_000,
             timestamp_window_secs: 300,
+            allow_replay: false,
+            replay_cache_entries: 100_000,
         }
     }
 }
@@ -421,8 +430,30 @@ impl Config {
         if self.http.request_timeout_ms == 0 {
             return Err(ConfigError::new("http.request_timeout_ms", "must be positive"));
         }
+        if self.http.timestamp_window_secs == 0 && !self.http.allow_replay {
+            return Err(ConfigError::new(
+                "http.timestamp_window_secs",
+                "0 turns replay protection off; set http.allow_replay = true if that is really meant",
+            ));
+        }
+        in_range("http.timestamp_window_secs", self.http.timestamp_window_secs, 0, MAX_TIMESTAMP_WINDOW_SECS, "s")?;
+        in_range("http.replay_cache_entries", self.http.replay_cache_entries as u64, 1_000, 10_000_000, "")?;
         Ok(())
     }
+}
+
+/// A signed request is accepted this far from its timestamp at most: WeCom sends callbacks at
+/// once, and a wider window only lengthens the time a captured one stays valid.
+pub const MAX_TIMESTAMP_WINDOW_SECS: u64 = 3600;
+
+/// Checks that a numeric key lies within `min..=max`; `unit` (`"ms"`, `"s"` or `""`) names what
+/// the numbers count, for the error line.
+fn in_range(key: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    let unit = if unit.is_empty() { String::new() } else { format!(" {unit}") };
+    Err(ConfigError::new(key, format!("must be between {min} and {max}{unit}, not {value}")))
 }
 
 /// Checks a URL's scheme without echoing it back: it may carry a password.
@@ -567,6 +598,22 @@ api_base = "http://127.0.0.1:9000"
             assert_eq!(err.key, *key, "{err}");
             assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn replay_protection_cannot_be_switched_off_by_accident() {
+        let with = |http: &str| GOOD.replace("[http]\n", &format!("[http]\n{http}\n"));
+        let err = load(&with("timestamp_window_secs = 0"), &[]).unwrap_err();
+        assert_eq!(err.key, "http.timestamp_window_secs");
+        assert!(err.reason.contains("allow_replay"), "{err}");
+        let c = load(&with("timestamp_window_secs = 0\nallow_replay = true"), &[]).unwrap();
+        assert_eq!(c.http.timestamp_window_secs, 0);
+        assert!(load(&with("timestamp_window_secs = 3600"), &[]).is_ok());
+        let err = load(&with("timestamp_window_secs = 3601"), &[]).unwrap_err();
+        assert_eq!(err.key, "http.timestamp_window_secs", "{err}");
+        let err = load(GOOD, &[("GROUPWATCH__HTTP__TIMESTAMP_WINDOW_SECS", "86400")]).unwrap_err();
+        assert_eq!(err.key, "http.timestamp_window_secs", "{err}");
+        assert!(!err.to_string().contains('\n'));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Handlers stay thin: look up the tenant, verify, decrypt, parse, hand off, answer. The group
 //! re-fetch never happens here; WeCom gives us 5 seconds and retries on anything but 200.
 
+pub mod replay;
 pub mod server;
 
 use axum::body::Bytes;
@@ -14,18 +15,43 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::config::{HttpConfig, WecomTenant};
 use crate::core::model::Provider;
 use crate::provider::wecom::xml::{self, Callback, ParseError};
 use crate::provider::wxbiz::{CryptoError, WxCrypt};
 use crate::queue::inbound::{Inbound, InboundEvent};
+use replay::{ReplayCache, Seen};
 
-/// What the callback routes need: each tenant's crypto and the inbound hand-off.
+/// One tenant as the callback routes know it.
+pub struct CallbackTenant {
+    pub crypt: WxCrypt,
+    /// Its number in the replay cache (names would make entries variable in size).
+    id: u32,
+}
+
+/// What the callback routes need: each tenant's crypto, the replay cache and the inbound
+/// hand-off.
 #[derive(Clone)]
 pub struct CallbackState {
-    pub tenants: Arc<HashMap<String, WxCrypt>>,
+    pub tenants: Arc<HashMap<String, CallbackTenant>>,
     pub inbound: Inbound,
     /// Maximum distance between the signed `timestamp` and now; `None` disables the check.
     pub timestamp_window: Option<u64>,
+    /// `None` only with the timestamp check off (`http.allow_replay`).
+    replays: Option<Arc<ReplayCache>>,
+}
+
+impl CallbackState {
+    pub fn new(tenants: &[WecomTenant], inbound: Inbound, http: &HttpConfig) -> Result<Self, CryptoError> {
+        let tenants = tenants
+            .iter()
+            .zip(0u32..)
+            .map(|(t, id)| Ok((t.tenant.clone(), CallbackTenant { crypt: t.crypt()?, id })))
+            .collect::<Result<HashMap<_, _>, CryptoError>>()?;
+        let window = Some(http.timestamp_window_secs).filter(|w| *w > 0);
+        let replays = window.map(|w| ReplayCache::new(std::time::Duration::from_secs(w), http.replay_cache_entries));
+        Ok(Self { tenants: Arc::new(tenants), inbound, timestamp_window: window, replays })
+    }
 }
 
 /// Why a callback was refused. `Display` carries the details for the debug log (it may quote
@@ -53,6 +79,10 @@ pub enum CallbackError {
     NotEchostr,
     #[error("event could not be handed off: {0}")]
     Unavailable(#[from] crate::queue::inbound::HandOffError),
+    /// The same signed callback is being handed off by another request at this moment; it
+    /// cannot be acknowledged before that hand-off is confirmed.
+    #[error("the same callback is being handed off")]
+    ReplayInFlight,
 }
 
 impl CallbackError {
@@ -67,7 +97,7 @@ impl CallbackError {
             | Self::Envelope(_)
             | Self::Event(_)
             | Self::NotEchostr => StatusCode::BAD_REQUEST,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::ReplayInFlight => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -81,6 +111,7 @@ impl CallbackError {
             Self::Event(_) => "bad_event",
             Self::NotEchostr => "bad_echostr",
             Self::Unavailable(_) => "unavailable",
+            Self::ReplayInFlight => "replay_in_flight",
         }
     }
 
@@ -97,7 +128,7 @@ impl CallbackError {
             Self::NotUtf8 | Self::Envelope(_) => "malformed envelope",
             Self::Event(_) => "invalid event",
             Self::NotEchostr => "not a verification request",
-            Self::Unavailable(_) => "event could not be handed off; retry",
+            Self::Unavailable(_) | Self::ReplayInFlight => "event could not be handed off; retry",
         }
     }
 }
@@ -157,7 +188,7 @@ impl<'q> SignedQuery<'q> {
 }
 
 impl CallbackState {
-    fn tenant(&self, tenant: &str) -> Result<&WxCrypt, CallbackError> {
+    fn tenant(&self, tenant: &str) -> Result<&CallbackTenant, CallbackError> {
         self.tenants.get(tenant).ok_or(CallbackError::UnknownTenant)
     }
 
@@ -188,7 +219,7 @@ pub async fn verify_url(
 ) -> Response {
     let started = Instant::now();
     let result = (|| {
-        let crypt = state.tenant(&tenant)?;
+        let crypt = &state.tenant(&tenant)?.crypt;
         let q = SignedQuery::parse(query.as_deref());
         let (sig, ts, nonce) = q.signature_parts()?;
         state.check_timestamp(ts)?;
@@ -242,18 +273,29 @@ async fn accept_event(
     query: Option<&str>,
     body: &[u8],
 ) -> Result<&'static str, CallbackError> {
-    let crypt = state.tenant(tenant)?;
+    let known = state.tenant(tenant)?;
+    let crypt = &known.crypt;
     let q = SignedQuery::parse(query);
     let (sig, ts, nonce) = q.signature_parts()?;
     state.check_timestamp(ts)?;
     let body = std::str::from_utf8(body).map_err(|_| CallbackError::NotUtf8)?;
     let encrypted = xml::parse_envelope(body).map_err(CallbackError::Envelope)?;
-    let plain = crypt.verify_and_decrypt(sig, ts, nonce, &encrypted)?;
-    match xml::parse_callback(&plain).map_err(CallbackError::Event)? {
+    crypt.verify_signature(sig, ts, nonce, &encrypted)?;
+    // Only verified requests reach the cache, so nobody can fill it with made-up signatures.
+    let reservation = match &state.replays {
+        None => None,
+        Some(cache) => match cache.check(known.id, signature_digest(sig)) {
+            Seen::New(reservation) => Some(reservation),
+            Seen::Accepted => return Ok("replayed"),
+            Seen::InFlight => return Err(CallbackError::ReplayInFlight),
+        },
+    };
+    let plain = crypt.decrypt(&encrypted)?;
+    let outcome = match xml::parse_callback(&plain).map_err(CallbackError::Event)? {
         Callback::Other { kind } => {
             metrics::counter!("groupwatch_callbacks_ignored_total", "kind" => kind.clone()).increment(1);
             tracing::debug!(tenant, kind, "ignoring a callback that is not change_external_chat");
-            Ok("ignored")
+            "ignored"
         }
         Callback::ChangeExternalChat(ev) => {
             let chat_id = ev.chat_id.clone();
@@ -261,9 +303,21 @@ async fn accept_event(
             let key = inbound.key.clone();
             state.inbound.hand_off(inbound).await?;
             tracing::info!(tenant, chat_id, event_key = key, "callback accepted");
-            Ok("accepted")
+            "accepted"
         }
+    };
+    if let Some(reservation) = reservation {
+        reservation.commit();
     }
+    Ok(outcome)
+}
+
+/// The verified `msg_signature` (40 lower-case hex digits) as its 20 bytes.
+fn signature_digest(sig: &str) -> [u8; 20] {
+    let mut digest = [0u8; 20];
+    // Verified just before: it is 40 hex digits.
+    let _ = hex::decode_to_slice(sig, &mut digest);
+    digest
 }
 
 pub fn now_ms() -> i64 {

@@ -52,7 +52,8 @@ async fn every_fixture_replayed_over_http_lands_in_the_inbound_queue() {
 #[tokio::test]
 async fn url_verification_answers_the_exact_plaintext_of_the_official_vector() {
     // The vector was signed in 2014: switch the replay window off to check the crypto alone.
-    let config = test_config(&unique_exchange(), "").replace("[http]\n", "[http]\ntimestamp_window_secs = 0\n");
+    let config = test_config(&unique_exchange(), "")
+        .replace("[http]\n", "[http]\ntimestamp_window_secs = 0\nallow_replay = true\n");
     let app = spawn_app(&config).await;
     let url = format!(
         "{}?msg_signature=5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3&timestamp=1409659589&nonce=263014780&echostr={}",
@@ -491,6 +492,43 @@ async fn error_answers_quote_neither_the_body_nor_decrypted_fields() {
     let text = resp.text().await.unwrap();
     assert!(!text.contains("DECRYPTED-SECRET-VALUE"), "the event error quotes a decrypted field: {text:?}");
     assert_eq!(inbound_len(&conn, &app.topology).await, 0);
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
+
+/// A captured POST sent again within the timestamp window is answered `success` but not handed
+/// off a second time, and counted as `replayed`.
+#[tokio::test]
+async fn a_replayed_callback_is_answered_but_not_handed_off_again() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let conn = amqp().await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let signed = sign_event(&crypt, &fixture("update_add_member.xml"), now_secs());
+    let metric = |text: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("groupwatch_callbacks_total{")
+                    && l.contains("outcome=\"replayed\"")
+                    && l.contains("tenant=\"acme\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = metric(&reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap());
+    for _ in 0..3 {
+        let resp = post_signed(&app, TENANT, &signed.query, signed.body.clone()).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "success");
+    }
+    let events = drain_inbound(&conn, &app.topology).await;
+    assert_eq!(events.len(), 1, "one hand-off for three identical requests: {events:?}");
+    let after = metric(&reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap());
+    assert!(after >= before + 2, "two replays counted: {before} -> {after}");
+
+    // The same event signed anew (another nonce) is another callback, as a WeCom resend is.
+    let again = sign_event(&crypt, &fixture("update_add_member.xml"), now_secs());
+    assert_eq!(post_signed(&app, TENANT, &again.query, again.body).await.status(), 200);
+    assert_eq!(drain_inbound(&conn, &app.topology).await.len(), 1);
     cleanup(&conn, &app.topology).await;
     app.stop().await;
 }
