@@ -142,8 +142,13 @@ impl Application {
         });
         match self.listener {
             Some(listener) => {
-                let header_timeout = Duration::from_millis(self.config.http.request_timeout_ms);
-                crate::ingress::server::serve(listener, router, header_timeout, stop_intake).await;
+                let http = &self.config.http;
+                let limits = crate::ingress::server::Limits {
+                    deadline: Duration::from_millis(http.request_timeout_ms),
+                    max_connections: http.max_connections,
+                    shutdown_grace: Duration::from_millis(http.shutdown_grace_ms),
+                };
+                crate::ingress::server::serve(listener, router, limits, stop_intake).await;
             }
             None => stop_intake.cancelled().await,
         }

@@ -109,6 +109,11 @@ pub struct HttpConfig {
     /// Most signed callbacks remembered for replay detection (about 100 bytes each); beyond
     /// it the oldest are forgotten first.
     pub replay_cache_entries: usize,
+    /// Connections open at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// At shutdown, how long open connections may take to finish their requests before they
+    /// are closed.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -121,6 +126,8 @@ impl Default for HttpConfig {
             timestamp_window_secs: 300,
             allow_replay: false,
             replay_cache_entries: 100_000,
+            max_connections: 1_024,
+            shutdown_grace_ms: 5_000,
         }
     }
 }
@@ -438,6 +445,8 @@ impl Config {
         }
         in_range("http.timestamp_window_secs", self.http.timestamp_window_secs, 0, MAX_TIMESTAMP_WINDOW_SECS, "s")?;
         in_range("http.replay_cache_entries", self.http.replay_cache_entries as u64, 1_000, 10_000_000, "")?;
+        in_range("http.max_connections", self.http.max_connections as u64, 1, 100_000, "")?;
+        in_range("http.shutdown_grace_ms", self.http.shutdown_grace_ms, 0, 300_000, "ms")?;
         Ok(())
     }
 }

@@ -532,3 +532,106 @@ async fn a_replayed_callback_is_answered_but_not_handed_off_again() {
     cleanup(&conn, &app.topology).await;
     app.stop().await;
 }
+
+/// A connection with the smallest receive buffer the kernel allows, so that answers pile up fast.
+async fn tiny_reader(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1).unwrap();
+    socket.set_send_buffer_size(1).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Pipelines small requests on `stream` and never reads an answer. Returns once a write is
+/// refused (the server closed the connection), or `None` if writes are still possible, or
+/// blocked, after `limit`. `blocked` is notified when a write first stalls for 300 ms, that is
+/// when the server has stopped reading because it cannot write its answers.
+async fn pipeline_never_reading(
+    mut stream: tokio::net::TcpStream,
+    limit: Duration,
+    blocked: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Option<std::io::Error> {
+    use tokio::io::AsyncWriteExt;
+    let request = b"GET /wecom/acme/callback HTTP/1.1\r\nHost: groupwatch\r\n\r\n".repeat(16);
+    let mut blocked = blocked;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let write = stream.write_all(&request);
+        match tokio::time::timeout(Duration::from_millis(300), write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Some(e),
+            Err(_) => {
+                if let Some(tx) = blocked.take() {
+                    let _ = tx.send(());
+                }
+                let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+                return match tokio::time::timeout(rest, stream.write_all(&request)).await {
+                    Ok(Err(e)) => Some(e),
+                    _ => None,
+                };
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
+
+/// A client that pipelines requests and never reads its answers is cut off once the answers
+/// stop moving for `http.request_timeout_ms`, instead of holding its connection for ever.
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let config = test_config(&unique_exchange(), "")
+        .replace("listen = \"127.0.0.1:0\"\n", "listen = \"127.0.0.1:0\"\nrequest_timeout_ms = 500\n");
+    let app = spawn_app(&config).await;
+    let stream = tiny_reader(app.addr).await;
+    let started = std::time::Instant::now();
+    let error = pipeline_never_reading(stream, Duration::from_secs(20), None).await;
+    let error = error.expect("the connection is still open 20 s after a 500 ms write deadline");
+    println!("cut off after {:?}: {error}", started.elapsed());
+    assert!(matches!(error.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{error:?}");
+    assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().status(), 200, "the server is fine");
+    app.stop().await;
+}
+
+/// Shutdown does not wait for ever on a pinned connection: after `http.shutdown_grace_ms` the
+/// remaining connections are closed, and the application (workers included) still stops cleanly.
+#[tokio::test]
+async fn shutdown_closes_a_pinned_connection_after_the_grace_period() {
+    let config = test_config(&unique_exchange(), "")
+        .replace(
+            "listen = \"127.0.0.1:0\"\n",
+            "listen = \"127.0.0.1:0\"\nrequest_timeout_ms = 60000\nshutdown_grace_ms = 500\n",
+        )
+        .replace("[worker]\nenabled = false", "[worker]\nenabled = true");
+    let app = spawn_app(&config).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let pinned = tokio::spawn(pipeline_never_reading(tiny_reader(app.addr).await, Duration::from_secs(30), Some(tx)));
+    tokio::time::timeout(Duration::from_secs(20), rx).await.expect("the pipeline stalls").unwrap();
+    let started = std::time::Instant::now();
+    let conn = amqp().await;
+    let topology = app.topology.clone();
+    tokio::time::timeout(Duration::from_secs(5), app.stop()).await.expect("stops within 5 s with a pinned connection");
+    println!("stopped in {:?}", started.elapsed());
+    assert!(pinned.await.unwrap().is_some(), "the pinned connection was closed");
+    cleanup(&conn, &topology).await;
+}
+
+/// At most `http.max_connections` are served at once; the next client waits for a free slot.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let config = test_config(&unique_exchange(), "").replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nrequest_timeout_ms = 1500\nmax_connections = 2\n",
+    );
+    let app = spawn_app(&config).await;
+    // Two idle connections take both slots until the idle deadline closes them.
+    let _a = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let status = reqwest::get(app.url("/healthz")).await.unwrap().status();
+    let waited = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(waited >= Duration::from_millis(1000), "served at once despite the cap: {waited:?}");
+    app.stop().await;
+}
