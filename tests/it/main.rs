@@ -16,5 +16,6 @@ mod pipeline;
 mod process;
 mod resync;
 mod schema;
+mod secrets;
 mod sim;
 mod store;
