@@ -58,7 +58,9 @@ api_base = "{api_base}"
 "#,
         db = db.display()
     );
-    Ok(Config::from_toml(&toml, std::env::vars())?)
+    // No GROUPWATCH__* overrides: in a production environment they would point the demo at the
+    // production queues, store and credentials.
+    Ok(Config::from_toml(&toml, std::iter::empty())?)
 }
 
 fn describe(e: &GroupEvent) -> String {

@@ -44,3 +44,43 @@ fn rust_log_trace_does_not_log_the_broker_password() {
         assert!(!line.contains("\"level\":\"TRACE\"") && !line.contains("\"level\":\"DEBUG\""), "{line}");
     }
 }
+
+/// clap prints an argument's environment value in `--help`; the broker URL carries a password.
+#[test]
+fn help_never_shows_environment_values() {
+    for args in
+        [&["demo", "--help"][..], &["serve", "--help"], &["replay", "--help"], &["resync", "--help"], &["--help"]]
+    {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("GROUPWATCH__AMQP__URL", "amqp://user:hunter2-prod@broker:5672/%2f")
+            .env("GROUPWATCH_DEMO_AMQP_URL", "amqp://user:hunter2-demo@broker:5672/%2f")
+            .env("GROUPWATCH_CONFIG", "/etc/secret-place/hunter2.toml")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.is_empty());
+        assert!(!text.contains("hunter2"), "{args:?} shows an environment value:\n{text}");
+    }
+}
+
+/// `demo` builds its configuration from its own flag only: a production environment's
+/// `GROUPWATCH__…` variables (here an invalid store and a production exchange) change nothing.
+#[test]
+fn demo_ignores_groupwatch_overrides() {
+    let out = Command::new(BIN)
+        .args(["demo", "--amqp-url", &amqp_url()])
+        .env("GROUPWATCH__STORE__URL", "mysql://production-db/groupwatch")
+        .env("GROUPWATCH__AMQP__EXCHANGE", "production-exchange")
+        .env("GROUPWATCH__AMQP__URL", "amqp://guest:guest@127.0.0.1:9/%2f")
+        .env("GROUPWATCH__WECOM__ACME__API_BASE", "http://127.0.0.1:9")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("9 events published"), "{stdout}");
+    assert!(!stdout.contains("production-exchange"), "{stdout}");
+}
