@@ -136,6 +136,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Serve { config } => {
             let config = load_config(&config)?;
             telemetry::init_logging(&config.log);
+            config.warn_documented_test_keys();
             let app = Application::build(config).await?;
             app.run_until(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -176,6 +177,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Resync { config, tenant, owners } => {
             let config = load_config(&config)?;
             telemetry::init_logging(&config.log);
+            config.warn_documented_test_keys();
             if let Some(t) = &tenant {
                 if config.tenant(t).is_none() {
                     return Err(Failure::Usage(format!("--tenant: {t:?} is not a configured [[wecom]] tenant")));

@@ -55,6 +55,7 @@ token = "QDG6eK"
 encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 secret = "demo-secret"
 api_base = "{api_base}"
+allow_documented_test_key = true
 "#,
         db = db.display()
     );

@@ -635,3 +635,50 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     assert!(waited >= Duration::from_millis(1000), "served at once despite the cap: {waited:?}");
     app.stop().await;
 }
+
+/// The configuration mistakes that used to start a service quietly: each stops `serve` with
+/// exit code 2 and one line naming the key.
+#[tokio::test]
+async fn serve_refuses_unsafe_or_unbounded_configuration() {
+    let base = test_config("gw", "");
+    let cases = [
+        (
+            base.replace("[worker]\nenabled = false", "[worker]\nenabled = false\ncoalesce_ms = 9223372036854775807"),
+            "worker.coalesce_ms",
+        ),
+        (
+            base.replace(
+                "[worker]\nenabled = false",
+                "[worker]\nenabled = false\nretry_delays_ms = [1000, 100000000000]",
+            ),
+            "worker.retry_delays_ms[1]",
+        ),
+        (base.replace("[http]\n", "[http]\nrequest_timeout_ms = 86400000\n"), "http.request_timeout_ms"),
+        (base.replace("[http]\n", "[http]\ntimestamp_window_secs = 0\n"), "http.timestamp_window_secs"),
+        (base.replace("[http]\n", "[http]\ntimestamp_window_secs = 86400\n"), "http.timestamp_window_secs"),
+        (
+            base.replace("api_base = \"http://127.0.0.1:9\"", "api_base = \"http://qyapi.weixin.qq.com\""),
+            "wecom[0].api_base",
+        ),
+        (
+            base.replace("secret = \"test-secret\"\napi_base", "secret = \"test-secret\"\nreceive_id = \"\"\napi_base"),
+            "wecom[0].receive_id",
+        ),
+        (base.replacen("allow_documented_test_key = true\n", "", 1), "wecom[0].encoding_aes_key"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&format!("config: {key}:")), "{key}: {stderr}");
+    }
+}

@@ -64,6 +64,7 @@ token = "{TOKEN}"
 encoding_aes_key = "{AES_KEY}"
 secret = "test-secret"
 api_base = "http://127.0.0.1:9"
+allow_documented_test_key = true
 
 [[wecom]]
 tenant = "vector_a"
@@ -71,6 +72,7 @@ corp_id = "wx5823bf96d3bd56c7"
 token = "QDG6eK"
 encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 secret = "test-secret"
+allow_documented_test_key = true
 {extra_toml}
 "#,
         amqp = amqp_url(),
