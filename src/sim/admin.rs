@@ -50,8 +50,15 @@ pub(super) fn live_group_mut<'a>(
         .ok_or_else(|| AdminError::new(StatusCode::NOT_FOUND, format!("no live group {chat_id} in corp {corp_id}")))
 }
 
+/// The state as a state file has it, but with every secret masked: the admin API needs no
+/// authentication, and whoever can reach it should not learn credentials (a demo's or a shared
+/// test environment's) from it.
 pub(super) async fn admin_state(State(sim): State<SharedSim>) -> Json<SimState> {
-    Json(sim.snapshot())
+    let mut state = sim.snapshot();
+    for corp in &mut state.corps {
+        corp.secret = MASKED_SECRET.to_owned();
+    }
+    Json(state)
 }
 
 /// Creates, replaces or re-creates (if dismissed) a group. The body is WeCom's `group_chat`

@@ -43,6 +43,9 @@ use tokio_util::sync::CancellationToken;
 /// The state `groupwatch sim` starts with when no `--state` file is given.
 const BUNDLED_STATE: &str = include_str!("../../fixtures/sim/state.json");
 
+/// What `GET /sim/state` shows in place of a secret.
+pub const MASKED_SECRET: &str = "***";
+
 /// WeCom's token lifetime.
 const TOKEN_TTL: Duration = Duration::from_secs(7200);
 /// WeCom's documented bounds for groupchat/list.
@@ -56,7 +59,7 @@ const HISTORY_MAX: usize = 16;
 // State file
 // ---------------------------------------------------------------------------------------------
 
-/// The simulator's state file, and what `GET /sim/state` answers. Groups and members use
+/// The simulator's state file, and what `GET /sim/state` answers (secrets masked there). Groups and members use
 /// WeCom's own JSON shapes, so a real groupchat/get answer can be pasted in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
