@@ -353,6 +353,15 @@ struct Faults {
     errcode: Option<Pending<i64>>,
     http_status: Option<Pending<u16>>,
     latency_ms: u64,
+    /// gettoken states this lifetime instead of the real one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_expires_in: Option<u64>,
+    /// groupchat/list answers a page asked for with a cursor with that same cursor again.
+    #[serde(skip_serializing_if = "is_false")]
+    repeat_cursor: bool,
+    /// groupchat/get answers carry this many bytes of trailing whitespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oversized_answer_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -383,7 +392,15 @@ struct FaultRequest {
     count: Option<u32>,
     latency_ms: Option<u64>,
     expire_tokens: Option<bool>,
+    /// 0 clears it.
+    token_expires_in: Option<u64>,
+    repeat_cursor: Option<bool>,
+    /// 0 clears it; at most [`MAX_OVERSIZED_ANSWER`].
+    oversized_answer_bytes: Option<usize>,
 }
+
+/// The largest padding `oversized_answer_bytes` adds, so a typo cannot exhaust the memory.
+const MAX_OVERSIZED_ANSWER: usize = 64 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Router

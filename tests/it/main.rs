@@ -19,3 +19,4 @@ mod schema;
 mod secrets;
 mod sim;
 mod store;
+mod upstream;
