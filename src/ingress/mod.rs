@@ -25,6 +25,9 @@ use replay::{ReplayCache, Seen};
 /// One tenant as the callback routes know it.
 pub struct CallbackTenant {
     pub crypt: WxCrypt,
+    /// A third-party (suite) callback's `AuthCorpId` must name this corp: the receive id is then
+    /// the suite's, shared by every corp that installed it.
+    pub corp_id: String,
     /// Its number in the replay cache (names would make entries variable in size).
     id: u32,
 }
@@ -46,7 +49,7 @@ impl CallbackState {
         let tenants = tenants
             .iter()
             .zip(0u32..)
-            .map(|(t, id)| Ok((t.tenant.clone(), CallbackTenant { crypt: t.crypt()?, id })))
+            .map(|(t, id)| Ok((t.tenant.clone(), CallbackTenant { crypt: t.crypt()?, corp_id: t.corp_id.clone(), id })))
             .collect::<Result<HashMap<_, _>, CryptoError>>()?;
         let window = Some(http.timestamp_window_secs).filter(|w| *w > 0);
         let replays = window.map(|w| ReplayCache::new(std::time::Duration::from_secs(w), http.replay_cache_entries));
@@ -73,6 +76,9 @@ pub enum CallbackError {
     Envelope(ParseError),
     #[error("event: {0}")]
     Event(ParseError),
+    /// A third-party callback for another corp than the tenant's, signed with the suite's keys.
+    #[error("AuthCorpId of the event is not the tenant's corp_id")]
+    AuthCorpMismatch,
     /// A signed GET whose plaintext is not shaped like WeCom's echostr: answering it would
     /// make the verification route decrypt any captured `Encrypt` for whoever asks.
     #[error("decrypted echostr is not a verification string")]
@@ -96,6 +102,7 @@ impl CallbackError {
             | Self::NotUtf8
             | Self::Envelope(_)
             | Self::Event(_)
+            | Self::AuthCorpMismatch
             | Self::NotEchostr => StatusCode::BAD_REQUEST,
             Self::Unavailable(_) | Self::ReplayInFlight => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -106,7 +113,7 @@ impl CallbackError {
             Self::UnknownTenant => "unknown_tenant",
             Self::MissingParam(_) | Self::Crypto(CryptoError::BadSignature) => "bad_signature",
             Self::StaleTimestamp => "stale_timestamp",
-            Self::Crypto(CryptoError::ReceiveIdMismatch) => "wrong_receive_id",
+            Self::Crypto(CryptoError::ReceiveIdMismatch) | Self::AuthCorpMismatch => "wrong_receive_id",
             Self::Crypto(_) | Self::NotUtf8 | Self::Envelope(_) => "malformed",
             Self::Event(_) => "bad_event",
             Self::NotEchostr => "bad_echostr",
@@ -123,7 +130,7 @@ impl CallbackError {
             Self::MissingParam("echostr") => "missing query parameter echostr",
             Self::MissingParam(_) | Self::Crypto(CryptoError::BadSignature) => "missing or bad signature",
             Self::StaleTimestamp => "timestamp outside the accepted window",
-            Self::Crypto(CryptoError::ReceiveIdMismatch) => "receive id does not match",
+            Self::Crypto(CryptoError::ReceiveIdMismatch) | Self::AuthCorpMismatch => "receive id does not match",
             Self::Crypto(_) => "ciphertext cannot be decrypted",
             Self::NotUtf8 | Self::Envelope(_) => "malformed envelope",
             Self::Event(_) => "invalid event",
@@ -298,6 +305,9 @@ async fn accept_event(
             "ignored"
         }
         Callback::ChangeExternalChat(ev) => {
+            if ev.auth_corp_id.as_ref().is_some_and(|corp| *corp != known.corp_id) {
+                return Err(CallbackError::AuthCorpMismatch);
+            }
             let chat_id = ev.chat_id.clone();
             let inbound = InboundEvent::new(Provider::Wecom, tenant, *ev, now_ms());
             let key = inbound.key.clone();

@@ -682,3 +682,25 @@ async fn serve_refuses_unsafe_or_unbounded_configuration() {
         assert!(stderr.contains(&format!("config: {key}:")), "{key}: {stderr}");
     }
 }
+
+/// A third-party (suite) callback is signed with the suite's keys, which every corp that
+/// installed the suite shares: its `AuthCorpId` must be the tenant's corp.
+#[tokio::test]
+async fn a_suite_callback_for_another_corp_is_refused() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let conn = amqp().await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let own = String::from_utf8(fixture("third_party_update.xml")).unwrap();
+    assert!(own.contains(&format!("<AuthCorpId><![CDATA[{CORP_ID}]]></AuthCorpId>")));
+    let other = own.replace(CORP_ID, "wwSOMEOTHERCORP0000");
+    let signed = sign_event(&crypt, other.as_bytes(), now_secs());
+    let resp = post_signed(&app, TENANT, &signed.query, signed.body).await;
+    assert_eq!(resp.status(), 400);
+    assert!(!resp.text().await.unwrap().contains("wwSOMEOTHERCORP"));
+    assert_eq!(inbound_len(&conn, &app.topology).await, 0, "nothing was queued");
+    let signed = sign_event(&crypt, own.as_bytes(), now_secs());
+    assert_eq!(post_signed(&app, TENANT, &signed.query, signed.body).await.status(), 200);
+    assert_eq!(inbound_len(&conn, &app.topology).await, 1);
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
