@@ -181,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
     }
     let _ = ch.exchange_delete(&exchange, Default::default()).await;
+    let _ = ch.exchange_delete(&topology.shards_marker(), Default::default()).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

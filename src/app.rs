@@ -119,8 +119,16 @@ impl Application {
         // (and their hand-offs) have finished.
         let stop_intake = CancellationToken::new();
         let trigger = stop_intake.clone();
+        // A broker whose queues contradict this instance's configuration stops it as a signal
+        // would, and the run then fails with the reason.
+        let broker = self.broker.clone();
+        let fatal = Arc::new(std::sync::OnceLock::<Arc<str>>::new());
+        let fatal_reason = fatal.clone();
         tokio::spawn(async move {
-            signal.await;
+            tokio::select! {
+                _ = signal => {}
+                reason = broker.failed() => { let _ = fatal_reason.set(reason); }
+            }
             trigger.cancel();
         });
         if let Some(listener) = self.listener.as_ref() {
@@ -159,6 +167,9 @@ impl Application {
         }
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.broker_task).await;
+        if let Some(reason) = fatal.get() {
+            return Err(anyhow::anyhow!("{reason}"));
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -147,6 +147,7 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
         let _ = channel.queue_delete(&queue, QueueDeleteOptions::default()).await;
     }
     let _ = channel.exchange_delete(&exchange, Default::default()).await;
+    let _ = channel.exchange_delete(&topology.shards_marker(), Default::default()).await;
     let _ = conn.close(200, "demo done").await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -189,6 +189,7 @@ pub async fn cleanup(conn: &Connection, topology: &Topology) {
         let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
     }
     let _ = ch.exchange_delete(&topology.exchange, ExchangeDeleteOptions::default()).await;
+    let _ = ch.exchange_delete(&topology.shards_marker(), ExchangeDeleteOptions::default()).await;
 }
 
 /// Where a test's snapshots live: a fresh SQLite file or a fresh PostgreSQL database.
