@@ -76,7 +76,11 @@ fn describe_metrics() {
     let counters: &[(&'static str, &'static str)] = &[
         (
             "groupwatch_callbacks_total",
-            "Callbacks received, by tenant and outcome (accepted, ignored, verified, bad_signature, ...).",
+            "Callbacks received, by tenant and outcome (accepted, ignored, verified, replayed, bad_signature, ...).",
+        ),
+        (
+            "groupwatch_replay_cache_evictions_total",
+            "Replay-cache entries dropped before their time because the cache was full.",
         ),
         ("groupwatch_callbacks_ignored_total", "Callbacks of other event types, answered 200 and not queued, by kind."),
         (
@@ -111,6 +115,7 @@ fn describe_metrics() {
         "groupwatch_wecom_api_pauses_total",
         "groupwatch_callbacks_deduplicated_total",
         "groupwatch_resync_groups_total",
+        "groupwatch_replay_cache_evictions_total",
     ] {
         metrics::counter!(name).increment(0);
     }
