@@ -287,8 +287,15 @@ async fn accept_event(
     state.check_timestamp(ts)?;
     let body = std::str::from_utf8(body).map_err(|_| CallbackError::NotUtf8)?;
     let encrypted = xml::parse_envelope(body).map_err(CallbackError::Envelope)?;
-    crypt.verify_signature(sig, ts, nonce, &encrypted)?;
-    // Only verified requests reach the cache, so nobody can fill it with made-up signatures.
+    let plain = crypt.verify_and_decrypt(sig, ts, nonce, &encrypted)?;
+    let callback = xml::parse_callback(&plain).map_err(CallbackError::Event)?;
+    if let Callback::ChangeExternalChat(ev) = &callback {
+        if ev.auth_corp_id.as_ref().is_some_and(|corp| *corp != known.corp_id) {
+            return Err(CallbackError::AuthCorpMismatch);
+        }
+    }
+    // Only verified, well-formed callbacks reach the cache: nobody can fill it with made-up
+    // signatures, and a broken request gets its 4xx however often it comes.
     let reservation = match &state.replays {
         None => None,
         Some(cache) => match cache.check(known.id, signature_digest(sig)) {
@@ -297,17 +304,13 @@ async fn accept_event(
             Seen::InFlight => return Err(CallbackError::ReplayInFlight),
         },
     };
-    let plain = crypt.decrypt(&encrypted)?;
-    let outcome = match xml::parse_callback(&plain).map_err(CallbackError::Event)? {
+    let outcome = match callback {
         Callback::Other { kind } => {
             metrics::counter!("groupwatch_callbacks_ignored_total", "kind" => kind.clone()).increment(1);
             tracing::debug!(tenant, kind, "ignoring a callback that is not change_external_chat");
             "ignored"
         }
         Callback::ChangeExternalChat(ev) => {
-            if ev.auth_corp_id.as_ref().is_some_and(|corp| *corp != known.corp_id) {
-                return Err(CallbackError::AuthCorpMismatch);
-            }
             let chat_id = ev.chat_id.clone();
             let inbound = InboundEvent::new(Provider::Wecom, tenant, *ev, now_ms());
             let key = inbound.key.clone();
