@@ -119,7 +119,7 @@ impl Application {
         // (and their hand-offs) have finished.
         let stop_intake = CancellationToken::new();
         let trigger = stop_intake.clone();
-        // A broker whose queues contradict this instance's configuration stops it as a signal
+        // A broker that records another shard count for the exchange stops the intake as a signal
         // would, and the run then fails with the reason.
         let broker = self.broker.clone();
         let fatal = Arc::new(std::sync::OnceLock::<Arc<str>>::new());

@@ -1,7 +1,7 @@
 //! HTTP in: WeCom's URL verification (GET) and event receipt (POST).
 //!
-//! Handlers stay thin: look up the tenant, verify, decrypt, parse, hand off, answer. The group
-//! re-fetch never happens here; WeCom gives us 5 seconds and retries on anything but 200.
+//! Handlers stay thin: look up the tenant, verify, decrypt, parse, skip replays, hand off, answer.
+//! The group re-fetch never happens here; WeCom gives us 5 seconds and retries on anything but 200.
 
 pub mod replay;
 pub mod server;

@@ -464,6 +464,7 @@ async fn get_verification_does_not_decrypt_a_captured_event() {
     let resp = reqwest::get(url).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "8231930270341672941");
+    cleanup(&amqp().await, &app.topology).await;
     app.stop().await;
 }
 
@@ -590,6 +591,7 @@ async fn a_client_that_never_reads_its_answers_is_cut_off() {
     println!("cut off after {:?}: {error}", started.elapsed());
     assert!(matches!(error.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{error:?}");
     assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().status(), 200, "the server is fine");
+    cleanup(&amqp().await, &app.topology).await;
     app.stop().await;
 }
 
@@ -633,6 +635,7 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let waited = started.elapsed();
     assert_eq!(status, 200);
     assert!(waited >= Duration::from_millis(1000), "served at once despite the cap: {waited:?}");
+    cleanup(&amqp().await, &app.topology).await;
     app.stop().await;
 }
 

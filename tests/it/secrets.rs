@@ -34,6 +34,9 @@ fn rust_log_trace_does_not_log_the_broker_password() {
     }
     Command::new("kill").args(["-s", "TERM", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success());
+    let config = groupwatch::config::Config::from_toml(&test_config(&exchange, ""), std::iter::empty()).unwrap();
+    let topology = groupwatch::queue::broker::Topology::from_config(&config.amqp);
+    tokio::runtime::Runtime::new().unwrap().block_on(async { cleanup(&amqp().await, &topology).await });
     let text = read();
     let verbose = |l: &&str| l.contains("\"level\":\"TRACE\"") || l.contains("\"level\":\"DEBUG\"");
     assert!(text.lines().any(|l| verbose(&l)), "below info is on for other targets:\n{text}");
