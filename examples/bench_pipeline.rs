@@ -68,7 +68,8 @@ async fn main() -> anyhow::Result<()> {
         "[http]\nlisten = \"127.0.0.1:0\"\n[amqp]\nurl = \"{amqp}\"\nexchange = \"{exchange}\"\n\
          [store]\nurl = \"sqlite://{}/gw.db\"\n[log]\nlevel = \"warn\"\n\
          [[wecom]]\ntenant = \"bench\"\ncorp_id = \"{CORP}\"\ntoken = \"QDG6eK\"\n\
-         encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\nsecret = \"bench\"\napi_base = \"{}\"\n",
+         encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\nsecret = \"bench\"\napi_base = \"{}\"\n\
+         allow_documented_test_key = true\n",
         dir.display(),
         sim.base_url()
     );
@@ -180,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
     }
     let _ = ch.exchange_delete(&exchange, Default::default()).await;
+    let _ = ch.exchange_delete(&topology.shards_marker(), Default::default()).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

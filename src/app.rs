@@ -7,7 +7,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,19 +103,9 @@ impl Application {
     }
 
     fn router(&self) -> anyhow::Result<Router> {
-        let tenants = self
-            .config
-            .wecom
-            .iter()
-            .map(|t| Ok((t.tenant.clone(), t.crypt()?)))
-            .collect::<anyhow::Result<HashMap<_, _>>>()?;
         let callbacks = Router::new()
             .route("/wecom/{tenant}/callback", get(ingress::verify_url).post(ingress::receive_event))
-            .with_state(CallbackState {
-                tenants: Arc::new(tenants),
-                inbound: self.inbound.clone(),
-                timestamp_window: Some(self.config.http.timestamp_window_secs).filter(|w| *w > 0),
-            });
+            .with_state(CallbackState::new(&self.config.wecom, self.inbound.clone(), &self.config.http)?);
         let ops = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
@@ -144,8 +133,16 @@ impl Application {
         // (and their hand-offs) have finished.
         let stop_intake = CancellationToken::new();
         let trigger = stop_intake.clone();
+        // A broker that records another shard count for the exchange stops the intake as a signal
+        // would, and the run then fails with the reason.
+        let broker = self.broker.clone();
+        let fatal = Arc::new(std::sync::OnceLock::<Arc<str>>::new());
+        let fatal_reason = fatal.clone();
         tokio::spawn(async move {
-            signal.await;
+            tokio::select! {
+                _ = signal => {}
+                reason = broker.failed() => { let _ = fatal_reason.set(reason); }
+            }
             trigger.cancel();
         });
         if let Some(listener) = self.listener.as_ref() {
@@ -175,8 +172,13 @@ impl Application {
         });
         match self.listener {
             Some(listener) => {
-                let header_timeout = Duration::from_millis(self.config.http.request_timeout_ms);
-                crate::ingress::server::serve(listener, router, header_timeout, stop_intake).await;
+                let http = &self.config.http;
+                let limits = crate::ingress::server::Limits {
+                    deadline: Duration::from_millis(http.request_timeout_ms),
+                    max_connections: http.max_connections,
+                    shutdown_grace: Duration::from_millis(http.shutdown_grace_ms),
+                };
+                crate::ingress::server::serve(listener, router, limits, stop_intake).await;
             }
             None => stop_intake.cancelled().await,
         }
@@ -187,6 +189,9 @@ impl Application {
         }
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.broker_task).await;
+        if let Some(reason) = fatal.get() {
+            return Err(anyhow::anyhow!("{reason}"));
+        }
         tracing::info!("stopped");
         Ok(())
     }

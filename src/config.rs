@@ -100,8 +100,20 @@ pub struct HttpConfig {
     /// A request (including reading its body) that takes longer is answered 408.
     pub request_timeout_ms: u64,
     /// Signed requests whose `timestamp` is further than this from now (either side) are
-    /// refused with 401, so a captured callback cannot be replayed later. 0 disables the check.
+    /// refused with 401, so a captured callback cannot be replayed later. 0 disables the check
+    /// and the replay cache, and is refused unless `allow_replay` says it is meant.
     pub timestamp_window_secs: u64,
+    /// Makes `timestamp_window_secs = 0` acceptable: a captured callback may then be replayed
+    /// at any time. For tests with old, fixed vectors; never for a public endpoint.
+    pub allow_replay: bool,
+    /// Most signed callbacks remembered for replay detection (about 100 bytes each); beyond
+    /// it the oldest are forgotten first.
+    pub replay_cache_entries: usize,
+    /// Connections open at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// At shutdown, how long open connections may take to finish their requests before they
+    /// are closed.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -112,6 +124,10 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 4_000,
             timestamp_window_secs: 300,
+            allow_replay: false,
+            replay_cache_entries: 100_000,
+            max_connections: 1_024,
+            shutdown_grace_ms: 5_000,
         }
     }
 }
@@ -289,7 +305,16 @@ pub struct WecomTenant {
     /// A file with one owner userid per line, added to `owners`.
     #[serde(default)]
     pub owners_file: Option<std::path::PathBuf>,
+    /// Accepts the Token and EncodingAESKey published in WeCom's documentation, with which
+    /// anyone can sign callbacks. For `demo` and the tests only; `serve` warns when it is used.
+    #[serde(default)]
+    pub allow_documented_test_key: bool,
 }
+
+/// The Token and EncodingAESKey of WeCom's documentation (doc 90968), public and so worthless as
+/// secrets: refused unless a tenant sets `allow_documented_test_key`.
+pub const DOCUMENTED_TEST_TOKEN: &str = "QDG6eK";
+pub const DOCUMENTED_TEST_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
 
 fn default_api_base() -> String {
     "https://qyapi.weixin.qq.com".into()
@@ -312,6 +337,11 @@ impl WecomTenant {
         owners.sort();
         owners.dedup();
         Ok(owners)
+    }
+
+    /// Whether the tenant uses the documentation's public Token or EncodingAESKey.
+    pub fn uses_documented_test_key(&self) -> bool {
+        self.token.expose() == DOCUMENTED_TEST_TOKEN || self.encoding_aes_key.expose() == DOCUMENTED_TEST_KEY
     }
 
     pub fn crypt(&self) -> Result<crypto::WxCrypt, crypto::CryptoError> {
@@ -383,10 +413,22 @@ impl Config {
                     "must be 43 characters [A-Za-z0-9] that decode to a 32-byte key",
                 ));
             }
+            if t.uses_documented_test_key() && !t.allow_documented_test_key {
+                let field =
+                    if t.encoding_aes_key.expose() == DOCUMENTED_TEST_KEY { "encoding_aes_key" } else { "token" };
+                return Err(ConfigError::new(
+                    key(field),
+                    "is the public test value of WeCom's documentation, with which anyone can sign callbacks; \
+                     use your own (allow_documented_test_key = true is for demos and tests only)",
+                ));
+            }
             if t.secret.expose().is_empty() {
                 return Err(ConfigError::new(key("secret"), "must not be empty"));
             }
-            check_url(&key("api_base"), &t.api_base, &["http", "https"])?;
+            if t.receive_id.as_deref().is_some_and(|r| r.trim().is_empty()) {
+                return Err(ConfigError::new(key("receive_id"), "must not be empty (leave it out to use corp_id)"));
+            }
+            check_api_base(&key("api_base"), &t.api_base)?;
             if let Some(path) = &t.owners_file {
                 if !path.is_file() {
                     return Err(ConfigError::new(
@@ -401,14 +443,8 @@ impl Config {
         if ex.is_empty() || ex.len() > 200 || !ex.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
             return Err(ConfigError::new("amqp.exchange", format!("{ex:?} must match [A-Za-z0-9._-]{{1,200}}")));
         }
-        if self.amqp.confirm_timeout_ms == 0 {
-            return Err(ConfigError::new("amqp.confirm_timeout_ms", "must be positive"));
-        }
         if !(1..=256).contains(&self.amqp.inbound_shards) {
             return Err(ConfigError::new("amqp.inbound_shards", "must be between 1 and 256"));
-        }
-        if self.worker.retry_delays_ms.is_empty() || self.worker.retry_delays_ms.contains(&0) {
-            return Err(ConfigError::new("worker.retry_delays_ms", "must be a non-empty list of positive delays"));
         }
         if self.worker.prefetch == 0 {
             return Err(ConfigError::new("worker.prefetch", "must be positive"));
@@ -422,20 +458,7 @@ impl Config {
         if self.worker.api_concurrency == 0 {
             return Err(ConfigError::new("worker.api_concurrency", "must be positive"));
         }
-        if self.worker.api_timeout_ms == 0 {
-            return Err(ConfigError::new("worker.api_timeout_ms", "must be positive"));
-        }
-        for (key, value) in [
-            ("worker.dedupe_max_keys", self.worker.dedupe_max_keys as u64),
-            ("worker.confirm_delay_ms", self.worker.confirm_delay_ms),
-            ("worker.stale_horizon_secs", self.worker.stale_horizon_secs),
-            ("worker.outbox_sweep_secs", self.worker.outbox_sweep_secs),
-            ("worker.actor_idle_secs", self.worker.actor_idle_secs),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::new(key, "must be positive"));
-            }
-        }
+        in_range("worker.dedupe_max_keys", self.worker.dedupe_max_keys as u64, 1, 10_000_000, "")?;
         if !(1..=10_000).contains(&self.amqp.handoff_max_batch) {
             return Err(ConfigError::new("amqp.handoff_max_batch", "must be between 1 and 10000"));
         }
@@ -446,11 +469,123 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             return Err(ConfigError::new("http.max_body_bytes", "must be at least 1024"));
         }
-        if self.http.request_timeout_ms == 0 {
-            return Err(ConfigError::new("http.request_timeout_ms", "must be positive"));
+        if self.http.timestamp_window_secs == 0 && !self.http.allow_replay {
+            return Err(ConfigError::new(
+                "http.timestamp_window_secs",
+                "0 turns replay protection off; set http.allow_replay = true if that is really meant",
+            ));
+        }
+        in_range("http.replay_cache_entries", self.http.replay_cache_entries as u64, 1_000, 10_000_000, "")?;
+        in_range("http.max_connections", self.http.max_connections as u64, 1, 100_000, "")?;
+        let delays = &self.worker.retry_delays_ms;
+        if delays.is_empty() || delays.len() > MAX_RETRY_DELAYS {
+            return Err(ConfigError::new(
+                "worker.retry_delays_ms",
+                format!("must be a list of 1 to {MAX_RETRY_DELAYS} delays"),
+            ));
+        }
+        for (key, value) in self.durations() {
+            let Some((_, min, max, unit)) = DURATION_BOUNDS.iter().find(|(k, ..)| key.starts_with(k)) else {
+                unreachable!("{key} has no bounds in DURATION_BOUNDS")
+            };
+            in_range(&key, value, *min, *max, unit)?;
         }
         Ok(())
     }
+
+    /// Tenants that use the documentation's public test key, to warn about at start-up.
+    pub fn warn_documented_test_keys(&self) {
+        for t in self.wecom.iter().filter(|t| t.uses_documented_test_key()) {
+            tracing::warn!(
+                tenant = %t.tenant,
+                "allow_documented_test_key: this tenant uses the public test Token/EncodingAESKey of WeCom's documentation; anyone can sign its callbacks"
+            );
+        }
+    }
+
+    /// Every duration key with its value; `DURATION_BOUNDS` bounds each one. A list key is
+    /// named with its index (`worker.retry_delays_ms[2]`).
+    fn durations(&self) -> Vec<(String, u64)> {
+        let (h, w) = (&self.http, &self.worker);
+        let mut all: Vec<(String, u64)> = [
+            ("http.request_timeout_ms", h.request_timeout_ms),
+            ("http.timestamp_window_secs", h.timestamp_window_secs),
+            ("http.shutdown_grace_ms", h.shutdown_grace_ms),
+            ("worker.coalesce_ms", w.coalesce_ms),
+            ("worker.api_timeout_ms", w.api_timeout_ms),
+            ("worker.api_rate_limit_pause_ms", w.api_rate_limit_pause_ms),
+            ("worker.dedupe_window_secs", w.dedupe_window_secs),
+            ("worker.confirm_delay_ms", w.confirm_delay_ms),
+            ("worker.stale_horizon_secs", w.stale_horizon_secs),
+            ("worker.outbox_sweep_secs", w.outbox_sweep_secs),
+            ("worker.actor_idle_secs", w.actor_idle_secs),
+            ("amqp.confirm_timeout_ms", self.amqp.confirm_timeout_ms),
+            ("resync.interval_secs", self.resync.interval_secs),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        all.extend(w.retry_delays_ms.iter().enumerate().map(|(i, d)| (format!("worker.retry_delays_ms[{i}]"), *d)));
+        all
+    }
+}
+
+/// Bounds of every duration key, checked at load time: `(key, min, max, unit)`. Values past
+/// these are mistakes (a coalescing window of years leaves events unacked for ever without an
+/// error), and some would overflow an `Instant` later. The README's configuration table lists
+/// them.
+pub const DURATION_BOUNDS: &[(&str, u64, u64, &str)] = &[
+    ("http.request_timeout_ms", 1, 300_000, "ms"),
+    ("http.timestamp_window_secs", 0, MAX_TIMESTAMP_WINDOW_SECS, "s"),
+    ("http.shutdown_grace_ms", 0, 300_000, "ms"),
+    ("worker.coalesce_ms", 0, 60_000, "ms"),
+    ("worker.retry_delays_ms", 1, 3_600_000, "ms"),
+    ("worker.api_timeout_ms", 1, 300_000, "ms"),
+    ("worker.api_rate_limit_pause_ms", 0, 3_600_000, "ms"),
+    ("worker.dedupe_window_secs", 0, 86_400, "s"),
+    ("worker.confirm_delay_ms", 1, 600_000, "ms"),
+    ("worker.stale_horizon_secs", 1, 86_400, "s"),
+    ("worker.outbox_sweep_secs", 1, 86_400, "s"),
+    ("worker.actor_idle_secs", 1, 86_400, "s"),
+    ("amqp.confirm_timeout_ms", 1, 60_000, "ms"),
+    ("resync.interval_secs", 0, 604_800, "s"),
+];
+
+/// Most entries of `worker.retry_delays_ms`.
+pub const MAX_RETRY_DELAYS: usize = 100;
+
+/// A signed request is accepted this far from its timestamp at most: WeCom sends callbacks at
+/// once, and a wider window only lengthens the time a captured one stays valid.
+pub const MAX_TIMESTAMP_WINDOW_SECS: u64 = 3600;
+
+/// Checks that a numeric key lies within `min..=max`; `unit` (`"ms"`, `"s"` or `""`) names what
+/// the numbers count, for the error line.
+fn in_range(key: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    let unit = if unit.is_empty() { String::new() } else { format!(" {unit}") };
+    Err(ConfigError::new(key, format!("must be between {min} and {max}{unit}, not {value}")))
+}
+
+/// `api_base` carries `corpsecret` and `access_token` in its queries: plain `http` only to this
+/// machine (the simulator, a local proxy), never across a network.
+fn check_api_base(key: &str, value: &str) -> Result<(), ConfigError> {
+    check_url(key, value, &["http", "https"])?;
+    let url = url::Url::parse(value).map_err(|_| ConfigError::new(key, "must be a URL"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if url.scheme() == "http" && !loopback {
+        return Err(ConfigError::new(
+            key,
+            "http:// is allowed only for a loopback host (127.0.0.0/8, ::1, localhost): the corp secret and access token would travel in clear; use https://",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a URL's scheme without echoing it back: it may carry a password.
@@ -528,6 +663,7 @@ corp_id = "ww1234567890abcdef"
 token = "QDG6eK"
 encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 secret = "s3cr3t-value"
+allow_documented_test_key = true
 
 [[wecom]]
 tenant = "beta_2"
@@ -595,6 +731,110 @@ api_base = "http://127.0.0.1:9000"
             assert_eq!(err.key, *key, "{err}");
             assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn replay_protection_cannot_be_switched_off_by_accident() {
+        let with = |http: &str| GOOD.replace("[http]\n", &format!("[http]\n{http}\n"));
+        let err = load(&with("timestamp_window_secs = 0"), &[]).unwrap_err();
+        assert_eq!(err.key, "http.timestamp_window_secs");
+        assert!(err.reason.contains("allow_replay"), "{err}");
+        let c = load(&with("timestamp_window_secs = 0\nallow_replay = true"), &[]).unwrap();
+        assert_eq!(c.http.timestamp_window_secs, 0);
+        assert!(load(&with("timestamp_window_secs = 3600"), &[]).is_ok());
+        let err = load(&with("timestamp_window_secs = 3601"), &[]).unwrap_err();
+        assert_eq!(err.key, "http.timestamp_window_secs", "{err}");
+        let err = load(GOOD, &[("GROUPWATCH__HTTP__TIMESTAMP_WINDOW_SECS", "86400")]).unwrap_err();
+        assert_eq!(err.key, "http.timestamp_window_secs", "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn every_duration_is_bounded() {
+        // The issue's example, then one past the maximum of every duration key.
+        let err =
+            load(&GOOD.replace("[http]", "[worker]\ncoalesce_ms = 9223372036854775807\n[http]"), &[]).unwrap_err();
+        assert_eq!(err.key, "worker.coalesce_ms", "{err}");
+        let config = load(GOOD, &[]).unwrap();
+        let keys: Vec<String> = config.durations().into_iter().map(|(k, _)| k).collect();
+        assert!(keys.len() >= 10, "{keys:?}");
+        for (key, _, max, _) in DURATION_BOUNDS {
+            let (section, field) = key.split_once('.').unwrap();
+            let env_name = format!("GROUPWATCH__{}__{}", section.to_uppercase(), field.to_uppercase());
+            let too_long =
+                if *key == "worker.retry_delays_ms" { format!("[1000, {}]", max + 1) } else { (max + 1).to_string() };
+            let err = load(GOOD, &[(env_name.as_str(), too_long.as_str())]).unwrap_err();
+            assert!(err.key.starts_with(key), "{key}: {err}");
+            assert!(err.reason.contains(&max.to_string()), "{key}: the bound is named: {err}");
+            assert!(!err.to_string().contains('\n'));
+            let at_max = if *key == "worker.retry_delays_ms" { format!("[{max}]") } else { max.to_string() };
+            load(GOOD, &[(env_name.as_str(), at_max.as_str())]).unwrap_or_else(|e| panic!("{key} = {max}: {e}"));
+        }
+        assert_eq!(
+            load(GOOD, &[("GROUPWATCH__WORKER__RETRY_DELAYS_MS", "[1000, 0]")]).unwrap_err().key,
+            "worker.retry_delays_ms[1]"
+        );
+        let many = format!("[{}]", vec!["1"; MAX_RETRY_DELAYS + 1].join(", "));
+        assert_eq!(
+            load(GOOD, &[("GROUPWATCH__WORKER__RETRY_DELAYS_MS", many.as_str())]).unwrap_err().key,
+            "worker.retry_delays_ms"
+        );
+        assert_eq!(
+            load(GOOD, &[("GROUPWATCH__AMQP__CONFIRM_TIMEOUT_MS", "0")]).unwrap_err().key,
+            "amqp.confirm_timeout_ms"
+        );
+    }
+
+    #[test]
+    fn api_base_in_clear_only_to_loopback() {
+        for ok in [
+            "http://127.0.0.1:9000",
+            "http://127.8.9.10",
+            "http://[::1]:9090/",
+            "http://localhost:9090",
+            "https://qyapi.weixin.qq.com",
+            "https://10.0.0.1",
+        ] {
+            load(&GOOD.replace("http://127.0.0.1:9000", ok), &[]).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "http://qyapi.weixin.qq.com",
+            "http://10.0.0.1:9000",
+            "http://[::2]:80",
+            "http://localhost.evil.example",
+            "http://128.0.0.1",
+        ] {
+            let err = load(&GOOD.replace("http://127.0.0.1:9000", bad), &[]).unwrap_err();
+            assert_eq!(err.key, "wecom[1].api_base", "{bad}: {err}");
+            assert!(err.reason.contains("loopback"), "{err}");
+        }
+    }
+
+    #[test]
+    fn empty_receive_id_is_refused() {
+        let err = load(&GOOD.replace("secret = \"other\"", "secret = \"other\"\nreceive_id = \"\""), &[]).unwrap_err();
+        assert_eq!(err.key, "wecom[1].receive_id", "{err}");
+        let c =
+            load(&GOOD.replace("secret = \"other\"", "secret = \"other\"\nreceive_id = \"ww-suite\""), &[]).unwrap();
+        assert_eq!(c.wecom[1].receive_id(), "ww-suite");
+    }
+
+    #[test]
+    fn the_documented_test_key_needs_the_loud_flag() {
+        let without = GOOD.replace("allow_documented_test_key = true\n", "");
+        let err = load(&without, &[]).unwrap_err();
+        assert_eq!(err.key, "wecom[0].encoding_aes_key", "{err}");
+        assert!(err.reason.contains("allow_documented_test_key") && !err.reason.contains("jWmYm7"), "{err}");
+        // The token alone is public too.
+        let err = load(
+            &without
+                .replace("jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "wecom[0].token", "{err}");
+        assert!(load(GOOD, &[]).unwrap().wecom[0].uses_documented_test_key());
+        assert!(!load(GOOD, &[]).unwrap().wecom[1].uses_documented_test_key());
     }
 
     #[test]

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(clap::Args)]
 struct ConfigArg {
     /// The TOML configuration file.
-    #[arg(long, env = "GROUPWATCH_CONFIG")]
+    #[arg(long, env = "GROUPWATCH_CONFIG", hide_env_values = true)]
     config: PathBuf,
 }
 
@@ -76,9 +76,16 @@ enum Command {
         state: Option<PathBuf>,
     },
     /// The one-command tour: simulator + service on loopback, fixtures replayed, events printed.
+    /// Reads no configuration file and no GROUPWATCH__* variable: only the broker URL.
     Demo {
-        /// RabbitMQ to use.
-        #[arg(long, env = "GROUPWATCH__AMQP__URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        /// RabbitMQ to use. Its own variable, not GROUPWATCH__AMQP__URL, so that the demo never
+        /// picks up a deployment's broker credentials.
+        #[arg(
+            long,
+            env = "GROUPWATCH_DEMO_AMQP_URL",
+            hide_env_values = true,
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        )]
         amqp_url: String,
     },
 }
@@ -136,6 +143,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Serve { config } => {
             let config = load_config(&config)?;
             telemetry::init_logging(&config.log);
+            config.warn_documented_test_keys();
             let app = Application::build(config).await?;
             app.run_until(shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -176,6 +184,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Resync { config, tenant, owners, no_wait, timeout } => {
             let config = load_config(&config)?;
             telemetry::init_logging(&config.log);
+            config.warn_documented_test_keys();
             if let Some(t) = &tenant {
                 if config.tenant(t).is_none() {
                     return Err(Failure::Usage(format!("--tenant: {t:?} is not a configured [[wecom]] tenant")));

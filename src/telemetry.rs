@@ -3,9 +3,26 @@
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::io::IsTerminal;
 use std::sync::OnceLock;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+
+/// Targets that are never logged below `info`, whatever `RUST_LOG` or `log.level` say: at
+/// trace level lapin prints every frame it writes, and `Connection.StartOk` carries the broker
+/// password; amq-protocol's crates print frames too, and pinky_swear (lapin's promises) the
+/// values it resolves. Matched as prefixes, so `amq_protocol` covers `amq_protocol_types` & co.
+pub const CLAMPED_TARGETS: [&str; 3] = ["lapin", "amq_protocol", "pinky_swear"];
+
+/// The filter applied on top of the configured one: lets everything through except the
+/// [`CLAMPED_TARGETS`] below `info`.
+pub fn secret_safe_targets() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(CLAMPED_TARGETS.map(|target| (target, LevelFilter::INFO)))
+}
 
 /// Installs the global subscriber: human-readable in a terminal, JSON lines otherwise
 /// (or as `log.format` says). `RUST_LOG`, when set, overrides `log.level`.
@@ -19,12 +36,13 @@ pub fn init_logging(cfg: &LogConfig) {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     // Colours only for a terminal: escape codes in a log file or a collector are noise.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ =
-        if json { builder.json().flatten_event(true).with_current_span(false).try_init() } else { builder.try_init() };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let registry = tracing_subscriber::registry().with(filter).with(secret_safe_targets());
+    let _ = if json {
+        registry.with(fmt.json().flatten_event(true).with_current_span(false)).try_init()
+    } else {
+        registry.with(fmt).try_init()
+    };
 }
 
 /// The process-wide Prometheus recorder (installed on first use, shared by every app in tests).
@@ -58,7 +76,11 @@ fn describe_metrics() {
     let counters: &[(&'static str, &'static str)] = &[
         (
             "groupwatch_callbacks_total",
-            "Callbacks received, by tenant and outcome (accepted, ignored, verified, bad_signature, ...).",
+            "Callbacks received, by tenant and outcome (accepted, ignored, verified, replayed, bad_signature, ...).",
+        ),
+        (
+            "groupwatch_replay_cache_evictions_total",
+            "Replay-cache entries dropped before their time because the cache was full.",
         ),
         ("groupwatch_callbacks_ignored_total", "Callbacks of other event types, answered 200 and not queued, by kind."),
         (
@@ -93,6 +115,7 @@ fn describe_metrics() {
         "groupwatch_wecom_api_pauses_total",
         "groupwatch_callbacks_deduplicated_total",
         "groupwatch_resync_groups_total",
+        "groupwatch_replay_cache_evictions_total",
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -113,5 +136,23 @@ fn describe_metrics() {
     );
     for (name, help) in histograms {
         describe_histogram!(*name, Unit::Seconds, *help);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamped_targets_stay_at_info_under_a_trace_filter() {
+        use tracing::Level;
+        let targets = secret_safe_targets();
+        for target in ["lapin::io_loop", "lapin", "amq_protocol_types::types", "amq_protocol::frame", "pinky_swear"] {
+            assert!(!targets.would_enable(target, &Level::TRACE), "{target} at trace");
+            assert!(!targets.would_enable(target, &Level::DEBUG), "{target} at debug");
+            assert!(targets.would_enable(target, &Level::INFO), "{target} at info");
+        }
+        assert!(targets.would_enable("groupwatch::ingress", &Level::TRACE));
+        assert!(targets.would_enable("sqlx::query", &Level::DEBUG));
     }
 }

@@ -47,6 +47,10 @@ pub fn reference_frame(frame: &[u8], receive_id: &str) -> Option<Vec<u8>> {
     if !(1..=32).contains(&pad) {
         return None;
     }
+    // PKCS#7: every pad byte is the pad value, not only the last.
+    if frame[frame.len() - pad..].iter().any(|b| *b as usize != pad) {
+        return None;
+    }
     let body = &frame[..frame.len() - pad];
     let len_bytes: [u8; 4] = body.get(16..20)?.try_into().ok()?;
     let msg_len = u32::from_be_bytes(len_bytes) as u64;

@@ -1,5 +1,10 @@
 //! WXBizMsgCrypt: the signature and AES scheme WeCom (and DingTalk) use for callbacks.
 //!
+//! One implementation for both: DingTalk's callbacks use the same scheme with a JSON envelope
+//! and its owner key where WeCom has the receive id, so [`WxCrypt`] takes that value as an
+//! opaque string. It is exactly as strict as the scheme: the signature is the 40-character
+//! lower-case hex string and nothing else, and every PKCS#7 pad byte must equal the pad value.
+//!
 //! Wire rules (see `shared/spec/protocols.md` §1):
 //! - `msg_signature = hex(sha1(concat(sort([token, timestamp, nonce, encrypt]))))`
 //! - AES-256-CBC, key = base64(EncodingAESKey + "="), IV = key[..16]
@@ -89,6 +94,26 @@ pub fn decode_aes_key(encoding_aes_key: &str) -> Result<[u8; 32], CryptoError> {
     bytes.try_into().map_err(|_| CryptoError::IllegalAesKey)
 }
 
+/// Checks the 32-byte PKCS#7 padding of a decrypted buffer (a non-empty multiple of 32 bytes)
+/// and returns the pad length. The value must be 1..=32 and every pad byte must equal it. All
+/// 32 trailing bytes are looked at whatever the value, so the time taken does not depend on
+/// where a wrong byte sits.
+fn check_padding(plain: &[u8]) -> Result<usize, CryptoError> {
+    use subtle::{Choice, ConstantTimeGreater, ConstantTimeLess};
+    debug_assert!(plain.len() >= PAD_BLOCK && plain.len() % PAD_BLOCK == 0);
+    let pad = plain[plain.len() - 1];
+    let mut valid: Choice = pad.ct_gt(&0) & pad.ct_lt(&(PAD_BLOCK as u8 + 1));
+    for (i, byte) in plain[plain.len() - PAD_BLOCK..].iter().rev().enumerate() {
+        let in_pad = (i as u8).ct_lt(&pad);
+        valid &= !in_pad | byte.ct_eq(&pad);
+    }
+    if bool::from(valid) {
+        Ok(pad as usize)
+    } else {
+        Err(CryptoError::BadPadding(pad))
+    }
+}
+
 impl WxCrypt {
     pub fn new(token: &str, encoding_aes_key: &str, receive_id: &str) -> Result<Self, CryptoError> {
         Ok(Self { token: token.to_owned(), key: decode_aes_key(encoding_aes_key)?, receive_id: receive_id.to_owned() })
@@ -114,6 +139,10 @@ impl WxCrypt {
     }
 
     /// Checks `msg_signature` in constant time (no early exit on the first differing byte).
+    ///
+    /// WeCom signs in lower-case hex, so the comparison is over the exact 40-character string:
+    /// an upper-case rendering of the right digest is a different signature, as in the
+    /// reference implementations, which compare strings.
     pub fn verify_signature(
         &self,
         msg_signature: &str,
@@ -121,13 +150,14 @@ impl WxCrypt {
         nonce: &str,
         encrypted: &str,
     ) -> Result<(), CryptoError> {
-        let mut given = [0u8; 20];
-        // A malformed hex string is a mismatch, not a different error: it tells an attacker nothing.
-        if msg_signature.len() != 40 || hex::decode_to_slice(msg_signature, &mut given).is_err() {
+        // The length is public (always 40); only the content must not leak through timing.
+        if msg_signature.len() != 40 {
             return Err(CryptoError::BadSignature);
         }
-        let expected = self.signature_bytes(timestamp, nonce, encrypted);
-        if bool::from(expected.ct_eq(&given)) {
+        let mut expected = [0u8; 40];
+        hex::encode_to_slice(self.signature_bytes(timestamp, nonce, encrypted), &mut expected)
+            .expect("20 bytes are 40 hex digits");
+        if bool::from(expected[..].ct_eq(msg_signature.as_bytes())) {
             Ok(())
         } else {
             Err(CryptoError::BadSignature)
@@ -154,11 +184,8 @@ impl WxCrypt {
         let plain = Aes256CbcDec::new(&self.key.into(), self.key[..16].into())
             .decrypt_padded_mut::<NoPadding>(buf)
             .map_err(|_| CryptoError::BadCiphertextLength(0))?;
-        let pad = *plain.last().ok_or(CryptoError::TruncatedFrame)?;
-        if pad == 0 || pad as usize > PAD_BLOCK || pad as usize > plain.len() {
-            return Err(CryptoError::BadPadding(pad));
-        }
-        let plain = &plain[..plain.len() - pad as usize];
+        let pad = check_padding(plain)?;
+        let plain = &plain[..plain.len() - pad];
         if plain.len() < HEADER_LEN {
             return Err(CryptoError::TruncatedFrame);
         }
@@ -382,6 +409,57 @@ mod tests {
         // u32::MAX must not overflow the bounds check.
         raw[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(c.decrypt(&raw_encrypt(&c, &raw)), Err(CryptoError::TruncatedFrame));
+    }
+
+    #[test]
+    fn upper_case_signature_is_refused() {
+        let c = a();
+        let lower = "477715d11cdb4164915debcba66cb864d751f3e6";
+        assert!(c.verify_signature(lower, "1409659813", "1372623149", A_POST_ENCRYPT).is_ok());
+        assert_eq!(
+            c.verify_signature(&lower.to_ascii_uppercase(), "1409659813", "1372623149", A_POST_ENCRYPT),
+            Err(CryptoError::BadSignature)
+        );
+        // One upper-case digit is enough to differ.
+        let mixed = lower.replacen('d', "D", 1);
+        assert_eq!(
+            c.verify_signature(&mixed, "1409659813", "1372623149", A_POST_ENCRYPT),
+            Err(CryptoError::BadSignature)
+        );
+        // 40 characters, but with padding or a prefix around fewer digits.
+        assert_eq!(
+            c.verify_signature(&format!(" {}", &lower[1..]), "1409659813", "1372623149", A_POST_ENCRYPT),
+            Err(CryptoError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn every_pad_byte_must_equal_the_pad_value() {
+        let c = a();
+        // A well-formed frame: header, a 4-byte message, the receive id, then padding.
+        let mut frame = Vec::new();
+        frame.extend_from_slice(b"0123456789abcdef");
+        frame.extend_from_slice(&4u32.to_be_bytes());
+        frame.extend_from_slice(b"ping");
+        frame.extend_from_slice(A_CORP.as_bytes());
+        let pad = PAD_BLOCK - frame.len() % PAD_BLOCK;
+        frame.resize(frame.len() + pad, pad as u8);
+        assert_eq!(c.decrypt(&raw_encrypt(&c, &frame)).unwrap(), "ping");
+        // Any one pad byte other than the last changed: refused, wherever it is.
+        for at in frame.len() - pad..frame.len() - 1 {
+            let mut bad = frame.clone();
+            bad[at] ^= 0x40;
+            assert_eq!(c.decrypt(&raw_encrypt(&c, &bad)), Err(CryptoError::BadPadding(pad as u8)), "byte {at}");
+        }
+        // A frame that fills whole blocks carries a full block of padding: 32 bytes of 32.
+        let c12 = WxCrypt::new(A_TOKEN, A_KEY, "twelve-bytes").unwrap();
+        let mut full = b"0123456789abcdef".to_vec();
+        full.extend_from_slice(&0u32.to_be_bytes());
+        full.extend_from_slice(b"twelve-bytes");
+        full.resize(64, 32);
+        assert_eq!(c12.decrypt(&raw_encrypt(&c12, &full)).unwrap(), "");
+        full[32] = 31;
+        assert_eq!(c12.decrypt(&raw_encrypt(&c12, &full)), Err(CryptoError::BadPadding(32)));
     }
 
     fn raw_encrypt(c: &WxCrypt, raw: &[u8]) -> String {

@@ -9,6 +9,7 @@
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -34,6 +35,14 @@ pub enum BrokerError {
     Unroutable(String),
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The exchange's shard marker records another `amqp.inbound_shards`: another instance
+    /// shards chats differently, and both together would split a chat across queues. Not
+    /// retried: it needs an operator.
+    #[error(
+        "amqp.inbound_shards = {shards} differs from the shard count recorded for exchange {exchange:?} \
+         (by another instance): every instance on one exchange must use the same value; the broker said: {reply}"
+    )]
+    TopologyMismatch { exchange: String, shards: u16, reply: String },
 }
 
 /// Names of everything groupwatch declares, all under the configured exchange name so two
@@ -83,11 +92,39 @@ impl Topology {
         format!("{}.dead", self.exchange)
     }
 
+    /// An exchange that only records the shard count, in its `alternate-exchange` argument
+    /// (`{exchange}.inbound.shards-N`, an exchange that need not exist: nothing is ever
+    /// published to the marker). RabbitMQ compares that argument when an exchange is declared
+    /// again and refuses a difference, which makes it a cluster-wide check of the count. Queue
+    /// arguments cannot do this: RabbitMQ ignores arguments it does not know (such as an
+    /// `x-groupwatch-shards`) when it compares a redeclaration.
+    pub fn shards_marker(&self) -> String {
+        format!("{}.inbound.shards", self.exchange)
+    }
+
     /// Declares the exchange, inbound shard queues, dead-letter queue and (optionally) the
     /// default member queues. Idempotent; every instance runs it on every (re)connect.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
         let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
         channel.exchange_declare(&self.exchange, ExchangeKind::Topic, durable_exchange, FieldTable::default()).await?;
+        let mut marker_args = FieldTable::default();
+        let recorded = format!("{}-{}", self.shards_marker(), self.inbound_shards);
+        marker_args.insert("alternate-exchange".into(), AMQPValue::LongString(recorded.into()));
+        channel
+            .exchange_declare(&self.shards_marker(), ExchangeKind::Fanout, durable_exchange, marker_args)
+            .await
+            .map_err(|e| match e {
+                lapin::Error::ProtocolError(ref amqp)
+                    if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)) =>
+                {
+                    BrokerError::TopologyMismatch {
+                        exchange: self.exchange.clone(),
+                        shards: self.inbound_shards,
+                        reply: amqp.get_message().to_string(),
+                    }
+                }
+                other => other.into(),
+            })?;
         let durable = QueueDeclareOptions { durable: true, ..Default::default() };
         let mut inbound_args = FieldTable::default();
         // Only one consumer across all instances receives a shard at a time: per-chat order
@@ -139,6 +176,8 @@ pub struct Broker {
     topology: Arc<Topology>,
     confirm_timeout: Duration,
     link: watch::Receiver<Option<Link>>,
+    /// Set once, when the supervisor gives up for a reason no reconnect can fix.
+    fatal: watch::Receiver<Option<Arc<str>>>,
 }
 
 impl Broker {
@@ -146,13 +185,15 @@ impl Broker {
     /// succeeds it reports [`BrokerError::Unavailable`].
     pub fn start(cfg: &AmqpConfig, shutdown: CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(None);
+        let (fatal_tx, fatal) = watch::channel(None);
         let broker = Self {
             url: cfg.url.clone(),
             topology: Arc::new(Topology::from_config(cfg)),
             confirm_timeout: Duration::from_millis(cfg.confirm_timeout_ms),
             link: rx,
+            fatal,
         };
-        let task = tokio::spawn(broker.clone().supervise(tx, shutdown));
+        let task = tokio::spawn(broker.clone().supervise(tx, fatal_tx, shutdown));
         (broker, task)
     }
 
@@ -166,6 +207,17 @@ impl Broker {
 
     pub fn is_connected(&self) -> bool {
         self.link.borrow().as_ref().is_some_and(|l| l.connection.status().connected())
+    }
+
+    /// Resolves, with the reason, if the supervisor gives up for good (see
+    /// [`BrokerError::TopologyMismatch`]); never otherwise.
+    pub async fn failed(&self) -> Arc<str> {
+        let mut fatal = self.fatal.clone();
+        let reason = fatal.wait_for(Option::is_some).await.ok().and_then(|r| r.clone());
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     /// A receiver that changes every time the link is replaced or lost.
@@ -183,7 +235,12 @@ impl Broker {
         }
     }
 
-    async fn supervise(self, tx: watch::Sender<Option<Link>>, shutdown: CancellationToken) {
+    async fn supervise(
+        self,
+        tx: watch::Sender<Option<Link>>,
+        fatal: watch::Sender<Option<Arc<str>>>,
+        shutdown: CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(200);
         loop {
             let attempt = tokio::select! {
@@ -228,6 +285,11 @@ impl Broker {
                     tracing::warn!("broker connection lost; reconnecting");
                     let _ = connection.close(320, "reconnecting").await;
                 }
+                Err(e @ BrokerError::TopologyMismatch { .. }) => {
+                    tracing::error!(error = %e, "the broker's queues do not match this instance's configuration");
+                    fatal.send_replace(Some(e.to_string().into()));
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "cannot connect to the broker");
                 }
@@ -241,7 +303,7 @@ impl Broker {
         tx.send_replace(None);
     }
 
-    async fn open_link(&self) -> Result<Link, lapin::Error> {
+    async fn open_link(&self) -> Result<Link, BrokerError> {
         let props = ConnectionProperties::default()
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio)
@@ -251,7 +313,10 @@ impl Broker {
         let on_error = broken.clone();
         connection.on_error(move |_| on_error.notify_one());
         let channel = connection.create_channel().await?;
-        self.topology.declare(&channel).await?;
+        if let Err(e) = self.topology.declare(&channel).await {
+            let _ = connection.close(200, "topology declaration failed").await;
+            return Err(e);
+        }
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(Link { connection: Arc::new(connection), publish: channel, broken })
     }
@@ -259,10 +324,7 @@ impl Broker {
     /// Declares the topology again on the live link (a queue was deleted while running).
     pub async fn redeclare(&self) -> Result<(), BrokerError> {
         let link = self.current().ok_or(BrokerError::Unavailable)?;
-        self.topology.declare(&link.publish).await.map_err(|e| {
-            link.mark_broken();
-            BrokerError::Amqp(e)
-        })
+        self.topology.declare(&link.publish).await.inspect_err(|_| link.mark_broken())
     }
 
     /// Publishes one persistent message with `mandatory` set and waits for the broker's confirm.

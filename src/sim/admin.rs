@@ -181,6 +181,9 @@ pub(super) async fn admin_set_faults(State(sim): State<SharedSim>, body: Bytes) 
     if request.http_status.is_some_and(|s| !(400..=599).contains(&s)) {
         return Err(AdminError::new(StatusCode::BAD_REQUEST, "http_status must be within 400..=599"));
     }
+    if request.oversized_answer_bytes.is_some_and(|n| n > MAX_OVERSIZED_ANSWER) {
+        return Err(AdminError::new(StatusCode::BAD_REQUEST, "oversized_answer_bytes must be at most 64 MiB"));
+    }
     let mut sim = sim.lock();
     let sim = &mut *sim;
     if let Some(n) = request.stale_fetches {
@@ -203,6 +206,15 @@ pub(super) async fn admin_set_faults(State(sim): State<SharedSim>, body: Bytes) 
     }
     if let Some(ms) = request.stale_for_ms {
         sim.faults.stale_until = Some(Instant::now() + Duration::from_millis(ms));
+    }
+    if let Some(secs) = request.token_expires_in {
+        sim.faults.token_expires_in = (secs > 0).then_some(secs);
+    }
+    if let Some(repeat) = request.repeat_cursor {
+        sim.faults.repeat_cursor = repeat;
+    }
+    if let Some(bytes) = request.oversized_answer_bytes {
+        sim.faults.oversized_answer_bytes = (bytes > 0).then_some(bytes);
     }
     // A one-off action rather than a standing fault: tokens issued afterwards work.
     if request.expire_tokens == Some(true) {

@@ -56,6 +56,9 @@ use tokio_util::sync::CancellationToken;
 /// The state `groupwatch sim` starts with when no `--state` file is given.
 const BUNDLED_STATE: &str = include_str!("../../fixtures/sim/state.json");
 
+/// What `GET /sim/state` shows in place of a secret.
+pub const MASKED_SECRET: &str = "***";
+
 /// WeCom's token lifetime.
 const TOKEN_TTL: Duration = Duration::from_secs(7200);
 /// WeCom's documented bounds for groupchat/list.
@@ -69,7 +72,7 @@ const HISTORY_MAX: usize = 16;
 // State file
 // ---------------------------------------------------------------------------------------------
 
-/// The simulator's state file, and what `GET /sim/state` answers. Groups and members use
+/// The simulator's state file, and what `GET /sim/state` answers (secrets masked there). Groups and members use
 /// WeCom's own JSON shapes, so a real groupchat/get answer can be pasted in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,7 +185,7 @@ impl SimState {
     /// The state with every secret replaced by `***`, as `GET /sim/state` shows it.
     pub fn masked(mut self) -> Self {
         for corp in &mut self.corps {
-            corp.secret = dingtalk::MASK.into();
+            corp.secret = MASKED_SECRET.into();
         }
         dingtalk::mask(&mut self.dingtalk);
         self
@@ -399,6 +402,15 @@ struct Faults {
     /// unlike `stale_fetches`, which counts answers however late they come).
     #[serde(skip)]
     stale_until: Option<Instant>,
+    /// gettoken states this lifetime instead of the real one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_expires_in: Option<u64>,
+    /// groupchat/list answers a page asked for with a cursor with that same cursor again.
+    #[serde(skip_serializing_if = "is_false")]
+    repeat_cursor: bool,
+    /// groupchat/get answers carry this many bytes of trailing whitespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oversized_answer_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -434,7 +446,15 @@ struct FaultRequest {
     wrong_chat_id: Option<u32>,
     /// Every groupchat/get answer in the next this many milliseconds is stale.
     stale_for_ms: Option<u64>,
+    /// 0 clears it.
+    token_expires_in: Option<u64>,
+    repeat_cursor: Option<bool>,
+    /// 0 clears it; at most [`MAX_OVERSIZED_ANSWER`].
+    oversized_answer_bytes: Option<usize>,
 }
+
+/// The largest padding `oversized_answer_bytes` adds, so a typo cannot exhaust the memory.
+const MAX_OVERSIZED_ANSWER: usize = 64 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Router

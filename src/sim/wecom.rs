@@ -69,16 +69,23 @@ pub(super) struct ErrorAnswer<'a> {
 /// are typed structs rather than `json!` values because `serde_json::Value` sorts its keys, and
 /// the field order should match WeCom's.
 pub(super) fn wecom_ok(payload: impl Serialize) -> Response {
-    #[derive(Serialize)]
-    struct Success<T> {
-        errcode: i64,
-        errmsg: &'static str,
-        #[serde(flatten)]
-        payload: T,
-    }
-    let mut response = Json(Success { errcode: 0, errmsg: "ok", payload }).into_response();
+    let mut response = Json(Success::new(payload)).into_response();
     response.extensions_mut().insert(Errcode(0));
     response
+}
+
+#[derive(Serialize)]
+pub(super) struct Success<T> {
+    errcode: i64,
+    errmsg: &'static str,
+    #[serde(flatten)]
+    payload: T,
+}
+
+impl<T> Success<T> {
+    pub(super) fn new(payload: T) -> Self {
+        Self { errcode: 0, errmsg: "ok", payload }
+    }
 }
 
 /// A query parameter; WeCom treats an empty value as a missing one.
@@ -159,6 +166,7 @@ pub(super) async fn gettoken(State(sim): State<SharedSim>, RawQuery(query): RawQ
     let remaining = tokens.get(&token).map_or(TOKEN_TTL, |t| t.expires_at.saturating_duration_since(now));
     // Rounded up, so that a fresh token says 7200 like WeCom's.
     let expires_in = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+    let expires_in = guard.faults.token_expires_in.unwrap_or(expires_in);
     Ok(wecom_ok(TokenAnswer { access_token: token, expires_in }))
 }
 
@@ -214,6 +222,12 @@ fn groupchat_get_answer(sim: &mut Sim, query: &Option<String>, body: &[u8]) -> R
     if sim.faults.wrong_chat_id > 0 {
         sim.faults.wrong_chat_id -= 1;
         answer.chat_id = format!("{}-other", answer.chat_id);
+    }
+    if let Some(padding) = sim.faults.oversized_answer_bytes {
+        // Valid JSON still (trailing whitespace), only too large to be read.
+        let mut body = serde_json::to_vec(&Success::new(GetAnswer { group_chat: answer })).unwrap_or_default();
+        body.resize(body.len() + padding, b' ');
+        return Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response());
     }
     Ok(wecom_ok(GetAnswer { group_chat: answer }))
 }
@@ -293,6 +307,7 @@ pub(super) async fn groupchat_list(
     } else {
         String::new()
     };
+    let next_cursor = if sim.faults.repeat_cursor && !request.cursor.is_empty() { request.cursor } else { next_cursor };
     let group_chat_list =
         page.into_iter().map(|chat_id| ListedChat { chat_id: chat_id.to_owned(), status: 0 }).collect();
     Ok(wecom_ok(ListAnswer { group_chat_list, next_cursor }))

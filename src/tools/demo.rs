@@ -55,10 +55,13 @@ token = "QDG6eK"
 encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 secret = "demo-secret"
 api_base = "{api_base}"
+allow_documented_test_key = true
 "#,
         db = db.display()
     );
-    Ok(Config::from_toml(&toml, std::env::vars())?)
+    // No GROUPWATCH__* overrides: in a production environment they would point the demo at the
+    // production queues, store and credentials.
+    Ok(Config::from_toml(&toml, std::iter::empty())?)
 }
 
 fn describe(e: &GroupEvent) -> String {
@@ -144,6 +147,7 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
         let _ = channel.queue_delete(&queue, QueueDeleteOptions::default()).await;
     }
     let _ = channel.exchange_delete(&exchange, Default::default()).await;
+    let _ = channel.exchange_delete(&topology.shards_marker(), Default::default()).await;
     let _ = conn.close(200, "demo done").await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

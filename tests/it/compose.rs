@@ -1,6 +1,7 @@
 //! `docker-compose.yml` and `Dockerfile` checked without a Docker engine: the services the docs
 //! promise exist, their `GROUPWATCH__…` variables name real config keys with values the real
-//! config loader accepts, and the image is a multi-stage build that runs as a non-root user.
+//! config loader accepts, the trial setup publishes nothing beyond loopback and has no guest
+//! user, and the image is a multi-stage build that runs as a non-root user.
 
 use groupwatch::config::Config;
 use serde_norway::Value;
@@ -13,7 +14,20 @@ const CONFIG_PATH: &str = "/etc/groupwatch/groupwatch.toml";
 /// The configuration keys of `src/config.rs`, section by section (`wecom` entries are addressed
 /// by tenant name or index, then a key). `every_allowed_key_exists_in_config_rs` keeps this honest.
 const KEYS: &[(&str, &[&str])] = &[
-    ("http", &["enabled", "listen", "max_body_bytes", "request_timeout_ms", "timestamp_window_secs"]),
+    (
+        "http",
+        &[
+            "enabled",
+            "listen",
+            "max_body_bytes",
+            "request_timeout_ms",
+            "timestamp_window_secs",
+            "allow_replay",
+            "replay_cache_entries",
+            "max_connections",
+            "shutdown_grace_ms",
+        ],
+    ),
     (
         "worker",
         &[
@@ -32,7 +46,16 @@ const KEYS: &[(&str, &[&str])] = &[
     ("store", &["url"]),
     ("log", &["format", "level"]),
 ];
-const WECOM_KEYS: &[&str] = &["tenant", "corp_id", "token", "encoding_aes_key", "secret", "api_base", "receive_id"];
+const WECOM_KEYS: &[&str] = &[
+    "tenant",
+    "corp_id",
+    "token",
+    "encoding_aes_key",
+    "secret",
+    "api_base",
+    "receive_id",
+    "allow_documented_test_key",
+];
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -85,8 +108,29 @@ fn published_ports(service: &Value) -> Vec<(u16, u16)> {
         .collect()
 }
 
-/// The environment as a map, from either the mapping or the `KEY=VALUE` list syntax.
+/// `${NAME:-default}` and `${NAME}` replaced as Compose does with NAME unset.
+fn interpolate(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("closed ${") + start;
+        let inner = &rest[start + 2..end];
+        out.push_str(inner.split_once(":-").map_or("", |(_, default)| default));
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The environment as a map, from either the mapping or the `KEY=VALUE` list syntax, with
+/// `${…}` interpolated as with nothing set.
 fn environment(service: &Value) -> BTreeMap<String, String> {
+    raw_environment(service).into_iter().map(|(k, v)| (k, interpolate(&v))).collect()
+}
+
+/// The environment as written, `${…}` and all.
+fn raw_environment(service: &Value) -> BTreeMap<String, String> {
     let scalar = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
@@ -129,6 +173,58 @@ fn rabbitmq_with_management_ui_and_healthcheck() {
     assert!(containers.contains(&5672) && containers.contains(&15672), "publishes 5672 and 15672: {containers:?}");
     assert!(!strings(&rabbit["healthcheck"]["test"]).is_empty(), "rabbitmq has a healthcheck");
     assert!(profiles(rabbit).is_empty(), "rabbitmq runs in every profile");
+}
+
+/// The host side of every published port, `None` when it listens on every interface.
+fn published_host_ips(service: &Value) -> Vec<Option<String>> {
+    let Some(ports) = service["ports"].as_sequence() else { return Vec::new() };
+    ports
+        .iter()
+        .map(|p| match p {
+            Value::String(s) => {
+                let parts: Vec<&str> = s.split('/').next().unwrap().rsplitn(3, ':').collect();
+                parts.get(2).map(|ip| ip.to_string())
+            }
+            Value::Mapping(_) => p["host_ip"].as_str().map(str::to_owned),
+            other => panic!("unexpected port entry {other:?}"),
+        })
+        .collect()
+}
+
+/// A trial setup on someone's laptop or a cloud VM must not open RabbitMQ (or anything else) to
+/// the network: every published port is bound to 127.0.0.1.
+#[test]
+fn published_ports_are_bound_to_loopback() {
+    let services = services(&compose());
+    assert!(!published_ports(&services["rabbitmq"]).is_empty());
+    for (name, s) in &services {
+        for ip in published_host_ips(s) {
+            assert_eq!(ip.as_deref(), Some("127.0.0.1"), "{name} publishes a port beyond loopback");
+        }
+    }
+}
+
+/// RabbitMQ runs with a user created from RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS, never
+/// guest/guest, and every groupwatch service connects with that user.
+#[test]
+fn rabbitmq_user_comes_from_the_environment_and_is_not_guest() {
+    assert!(!read("docker-compose.yml").contains("guest"), "docker-compose.yml mentions guest");
+    let doc = compose();
+    let services = services(&doc);
+    let raw = raw_environment(&services["rabbitmq"]);
+    for var in ["RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"] {
+        let from_env = raw.get(var).is_some_and(|v| v.starts_with(&format!("${{{var}")));
+        assert!(from_env, "{var} comes from the environment: {raw:?}");
+    }
+    let env = environment(&services["rabbitmq"]);
+    let (user, pass) = (&env["RABBITMQ_DEFAULT_USER"], &env["RABBITMQ_DEFAULT_PASS"]);
+    assert!(!user.is_empty() && user != "guest", "{user}");
+    assert!(pass.contains("trial"), "the default password says it is for a trial: {pass}");
+    for (name, s) in groupwatch_services(&doc) {
+        let url = url::Url::parse(&environment(&s)["GROUPWATCH__AMQP__URL"]).unwrap();
+        assert_eq!(url.host_str(), Some("rabbitmq"), "{name}");
+        assert_eq!((url.username(), url.password()), (user.as_str(), Some(pass.as_str())), "{name}");
+    }
 }
 
 #[test]

@@ -157,3 +157,40 @@ async fn broker_cut_mid_stream_loses_and_invents_nothing() {
     cleanup(&conn, &topology).await;
     drop(sim);
 }
+
+/// Instances on one exchange with different `amqp.inbound_shards` would hash one chat to
+/// different queues. The count is recorded on the broker (the shard marker exchange), so the
+/// second instance's declaration is refused and `serve` exits non-zero with one line saying
+/// why, while the first one goes on undisturbed.
+#[tokio::test]
+async fn a_second_instance_with_another_shard_count_fails_at_start_up() {
+    use crate::common::serve::{free_port, Serve};
+    let exchange = unique_exchange();
+    let first = spawn_app(&test_config(&exchange, "")).await;
+    assert_eq!(first.config.amqp.inbound_shards, 4);
+    let conn = amqp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = test_config(&exchange, "")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+        .replace(&format!("exchange = \"{exchange}\""), &format!("exchange = \"{exchange}\"\ninbound_shards = 2"));
+    let mut second = Serve::start(dir.path(), "second", &config, port);
+    let (status, took) = second.wait_exit(Duration::from_secs(20)).await;
+    let log = second.log();
+    assert!(!status.success(), "the second instance runs on:\n{log}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let last = log.lines().last().unwrap_or_default();
+    println!("{last}");
+    assert!(last.starts_with("groupwatch: amqp.inbound_shards = 2 differs"), "one clear line last: {last:?}\n{log}");
+    assert!(last.contains(&exchange) && last.contains("PRECONDITION_FAILED"), "{last}");
+
+    // The first instance still takes callbacks.
+    let crypt = groupwatch::provider::wxbiz::WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let xml = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom/create.xml")).unwrap();
+    let signed = groupwatch::tools::replay::sign_event(&crypt, &xml, groupwatch::core::clock::now_ms() / 1000);
+    let mut url = url::Url::parse(&first.callback_url(TENANT)).unwrap();
+    url.query_pairs_mut().extend_pairs(signed.query.iter().map(|(k, v)| (*k, v.as_str())));
+    assert_eq!(reqwest::Client::new().post(url).body(signed.body).send().await.unwrap().status(), 200);
+    cleanup(&conn, &first.topology).await;
+    first.stop().await;
+}

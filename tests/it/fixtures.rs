@@ -110,7 +110,7 @@ fn third_party_shape() {
             create_time: 1403610513,
             to_user_name: None,
             suite_id: Some("ww4asffe99e54c0f4c".into()),
-            auth_corp_id: Some("wxf8b4f85f3a794e77".into()),
+            auth_corp_id: Some("ww1234567890abcdef".into()),
             chat_id: "wrOgQhDgAAcwMTB7YmDkbeBsAAAA".into(),
             change_type: ChangeType::Update,
             update_detail: Some(UpdateDetail::AddMember),

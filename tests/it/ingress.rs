@@ -56,7 +56,8 @@ async fn every_fixture_replayed_over_http_lands_in_the_inbound_queue() {
 #[tokio::test]
 async fn url_verification_answers_the_exact_plaintext_of_the_official_vector() {
     // The vector was signed in 2014: switch the replay window off to check the crypto alone.
-    let config = test_config(&unique_exchange(), "").replace("[http]\n", "[http]\ntimestamp_window_secs = 0\n");
+    let config = test_config(&unique_exchange(), "")
+        .replace("[http]\n", "[http]\ntimestamp_window_secs = 0\nallow_replay = true\n");
     let app = spawn_app(&config).await;
     let url = format!(
         "{}?msg_signature=5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3&timestamp=1409659589&nonce=263014780&echostr={}",
@@ -392,5 +393,321 @@ async fn a_request_head_that_never_ends_is_cut_off_without_blocking_others() {
     assert!(started.elapsed() >= Duration::from_millis(400), "cut off before the deadline: {:?}", started.elapsed());
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "answer to an unfinished head: {answer:?}");
+    app.stop().await;
+}
+
+/// POSTs `body` to the tenant's callback URL with the given signed query.
+async fn post_signed(app: &TestApp, tenant: &str, query: &[(&'static str, String)], body: String) -> reqwest::Response {
+    let mut url = url::Url::parse(&app.callback_url(tenant)).unwrap();
+    url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+    reqwest::Client::new().post(url).body(body).send().await.unwrap()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom")).join(name)).unwrap()
+}
+
+fn now_secs() -> i64 {
+    groupwatch::core::clock::now_ms() / 1000
+}
+
+/// WeCom signs in lower-case hex: the right digest in upper case is not its signature.
+#[tokio::test]
+async fn an_upper_case_signature_is_refused() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let conn = amqp().await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let mut signed = sign_event(&crypt, &fixture("update_add_member.xml"), now_secs());
+    while !signed.query[0].1.bytes().any(|b| b.is_ascii_alphabetic()) {
+        signed = sign_event(&crypt, &fixture("update_add_member.xml"), now_secs());
+    }
+    let mut upper = signed.query.clone();
+    upper[0].1 = upper[0].1.to_ascii_uppercase();
+    assert_eq!(post_signed(&app, TENANT, &upper, signed.body.clone()).await.status(), 401);
+    assert_eq!(inbound_len(&conn, &app.topology).await, 0, "nothing was queued");
+    assert_eq!(post_signed(&app, TENANT, &signed.query, signed.body).await.status(), 200);
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
+
+fn encrypt_of(body: &str) -> String {
+    let start = body.find("<Encrypt><![CDATA[").unwrap() + 18;
+    let end = body.find("]]></Encrypt>").unwrap();
+    body[start..end].to_owned()
+}
+
+/// GET verification is not a decryption service: a captured POST's signed `Encrypt`, sent as
+/// `echostr`, is refused with a fixed answer that quotes nothing of the plaintext.
+#[tokio::test]
+async fn get_verification_does_not_decrypt_a_captured_event() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let event = fixture("update_add_member.xml");
+    let captured = sign_event(&crypt, &event, now_secs());
+    let mut url = url::Url::parse(&app.callback_url(TENANT)).unwrap();
+    url.query_pairs_mut()
+        .extend_pairs(captured.query.iter().map(|(k, v)| (*k, v.as_str())))
+        .append_pair("echostr", &encrypt_of(&captured.body));
+    let resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body = resp.text().await.unwrap();
+    for secret in ["wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA", "change_external_chat", "<xml>", "Jack"] {
+        assert!(!body.contains(secret), "the answer quotes the plaintext: {body:?}");
+    }
+    assert_eq!(body, "not a verification request");
+
+    // A real verification request (a short decimal echostr) still answers it exactly.
+    let echostr = crypt.encrypt(b"8231930270341672941");
+    let (ts, nonce) = (now_secs().to_string(), "424242".to_owned());
+    let mut url = url::Url::parse(&app.callback_url(TENANT)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("msg_signature", &crypt.signature(&ts, &nonce, &echostr))
+        .append_pair("timestamp", &ts)
+        .append_pair("nonce", &nonce)
+        .append_pair("echostr", &echostr);
+    let resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "8231930270341672941");
+    cleanup(&amqp().await, &app.topology).await;
+    app.stop().await;
+}
+
+/// Error answers are fixed strings: neither the request body (quick-xml quotes it in its errors)
+/// nor a decrypted field comes back.
+#[tokio::test]
+async fn error_answers_quote_neither_the_body_nor_decrypted_fields() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let conn = amqp().await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let good = sign_event(&crypt, &fixture("update_add_member.xml"), now_secs());
+
+    let body = "<xml><Encrypt>&ATTACKER-CHOSEN-ENTITY;</Encrypt></xml>".to_owned();
+    let resp = post_signed(&app, TENANT, &good.query, body).await;
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("ATTACKER-CHOSEN"), "the envelope error quotes the body: {text:?}");
+
+    let event = String::from_utf8(fixture("update_add_member.xml"))
+        .unwrap()
+        .replace("<![CDATA[update]]>", "<![CDATA[DECRYPTED-SECRET-VALUE]]>");
+    assert!(event.contains("DECRYPTED-SECRET-VALUE"));
+    let signed = sign_event(&crypt, event.as_bytes(), now_secs());
+    let resp = post_signed(&app, TENANT, &signed.query, signed.body).await;
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("DECRYPTED-SECRET-VALUE"), "the event error quotes a decrypted field: {text:?}");
+    assert_eq!(inbound_len(&conn, &app.topology).await, 0);
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
+
+/// A captured POST sent again within the timestamp window is answered `success` but not handed
+/// off a second time, and counted as `replayed`.
+#[tokio::test]
+async fn a_replayed_callback_is_answered_but_not_handed_off_again() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let conn = amqp().await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let signed = sign_event(&crypt, &fixture("update_add_member.xml"), now_secs());
+    let metric = |text: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("groupwatch_callbacks_total{")
+                    && l.contains("outcome=\"replayed\"")
+                    && l.contains("tenant=\"acme\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = metric(&reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap());
+    for _ in 0..3 {
+        let resp = post_signed(&app, TENANT, &signed.query, signed.body.clone()).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "success");
+    }
+    let events = drain_inbound(&conn, &app.topology).await;
+    assert_eq!(events.len(), 1, "one hand-off for three identical requests: {events:?}");
+    let after = metric(&reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap());
+    assert!(after >= before + 2, "two replays counted: {before} -> {after}");
+
+    // The same event signed anew (another nonce) is another callback, as a WeCom resend is.
+    let again = sign_event(&crypt, &fixture("update_add_member.xml"), now_secs());
+    assert_eq!(post_signed(&app, TENANT, &again.query, again.body).await.status(), 200);
+    assert_eq!(drain_inbound(&conn, &app.topology).await.len(), 1);
+    cleanup(&conn, &app.topology).await;
+    app.stop().await;
+}
+
+/// A connection with the smallest receive buffer the kernel allows, so that answers pile up fast.
+async fn tiny_reader(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1).unwrap();
+    socket.set_send_buffer_size(1).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Pipelines small requests on `stream` and never reads an answer. Returns once a write is
+/// refused (the server closed the connection), or `None` if writes are still possible, or
+/// blocked, after `limit`. `blocked` is notified when a write first stalls for 300 ms, that is
+/// when the server has stopped reading because it cannot write its answers.
+async fn pipeline_never_reading(
+    mut stream: tokio::net::TcpStream,
+    limit: Duration,
+    blocked: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Option<std::io::Error> {
+    use tokio::io::AsyncWriteExt;
+    let request = b"GET /wecom/acme/callback HTTP/1.1\r\nHost: groupwatch\r\n\r\n".repeat(16);
+    let mut blocked = blocked;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let write = stream.write_all(&request);
+        match tokio::time::timeout(Duration::from_millis(300), write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Some(e),
+            Err(_) => {
+                if let Some(tx) = blocked.take() {
+                    let _ = tx.send(());
+                }
+                let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+                return match tokio::time::timeout(rest, stream.write_all(&request)).await {
+                    Ok(Err(e)) => Some(e),
+                    _ => None,
+                };
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
+
+/// A client that pipelines requests and never reads its answers is cut off once the answers
+/// stop moving for `http.request_timeout_ms`, instead of holding its connection for ever.
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let config = test_config(&unique_exchange(), "")
+        .replace("listen = \"127.0.0.1:0\"\n", "listen = \"127.0.0.1:0\"\nrequest_timeout_ms = 500\n");
+    let app = spawn_app(&config).await;
+    let stream = tiny_reader(app.addr).await;
+    let started = std::time::Instant::now();
+    let error = pipeline_never_reading(stream, Duration::from_secs(20), None).await;
+    let error = error.expect("the connection is still open 20 s after a 500 ms write deadline");
+    println!("cut off after {:?}: {error}", started.elapsed());
+    assert!(matches!(error.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{error:?}");
+    assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().status(), 200, "the server is fine");
+    cleanup(&amqp().await, &app.topology).await;
+    app.stop().await;
+}
+
+/// Shutdown does not wait for ever on a pinned connection: after `http.shutdown_grace_ms` the
+/// remaining connections are closed, and the application (workers included) still stops cleanly.
+#[tokio::test]
+async fn shutdown_closes_a_pinned_connection_after_the_grace_period() {
+    let config = test_config(&unique_exchange(), "")
+        .replace(
+            "listen = \"127.0.0.1:0\"\n",
+            "listen = \"127.0.0.1:0\"\nrequest_timeout_ms = 60000\nshutdown_grace_ms = 500\n",
+        )
+        .replace("[worker]\nenabled = false", "[worker]\nenabled = true");
+    let app = spawn_app(&config).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let pinned = tokio::spawn(pipeline_never_reading(tiny_reader(app.addr).await, Duration::from_secs(30), Some(tx)));
+    tokio::time::timeout(Duration::from_secs(20), rx).await.expect("the pipeline stalls").unwrap();
+    let started = std::time::Instant::now();
+    let conn = amqp().await;
+    let topology = app.topology.clone();
+    tokio::time::timeout(Duration::from_secs(5), app.stop()).await.expect("stops within 5 s with a pinned connection");
+    println!("stopped in {:?}", started.elapsed());
+    assert!(pinned.await.unwrap().is_some(), "the pinned connection was closed");
+    cleanup(&conn, &topology).await;
+}
+
+/// At most `http.max_connections` are served at once; the next client waits for a free slot.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let config = test_config(&unique_exchange(), "").replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nrequest_timeout_ms = 1500\nmax_connections = 2\n",
+    );
+    let app = spawn_app(&config).await;
+    // Two idle connections take both slots until the idle deadline closes them.
+    let _a = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let status = reqwest::get(app.url("/healthz")).await.unwrap().status();
+    let waited = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(waited >= Duration::from_millis(1000), "served at once despite the cap: {waited:?}");
+    cleanup(&amqp().await, &app.topology).await;
+    app.stop().await;
+}
+
+/// The configuration mistakes that used to start a service quietly: each stops `serve` with
+/// exit code 2 and one line naming the key.
+#[tokio::test]
+async fn serve_refuses_unsafe_or_unbounded_configuration() {
+    let base = test_config("gw", "");
+    let cases = [
+        (
+            base.replace("[worker]\nenabled = false", "[worker]\nenabled = false\ncoalesce_ms = 9223372036854775807"),
+            "worker.coalesce_ms",
+        ),
+        (
+            base.replace(
+                "[worker]\nenabled = false",
+                "[worker]\nenabled = false\nretry_delays_ms = [1000, 100000000000]",
+            ),
+            "worker.retry_delays_ms[1]",
+        ),
+        (base.replace("[http]\n", "[http]\nrequest_timeout_ms = 86400000\n"), "http.request_timeout_ms"),
+        (base.replace("[http]\n", "[http]\ntimestamp_window_secs = 0\n"), "http.timestamp_window_secs"),
+        (base.replace("[http]\n", "[http]\ntimestamp_window_secs = 86400\n"), "http.timestamp_window_secs"),
+        (
+            base.replace("api_base = \"http://127.0.0.1:9\"", "api_base = \"http://qyapi.weixin.qq.com\""),
+            "wecom[0].api_base",
+        ),
+        (
+            base.replace("secret = \"test-secret\"\napi_base", "secret = \"test-secret\"\nreceive_id = \"\"\napi_base"),
+            "wecom[0].receive_id",
+        ),
+        (base.replacen("allow_documented_test_key = true\n", "", 1), "wecom[0].encoding_aes_key"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&format!("config: {key}:")), "{key}: {stderr}");
+    }
+}
+
+/// A third-party (suite) callback is signed with the suite's keys, which every corp that
+/// installed the suite shares: its `AuthCorpId` must be the tenant's corp.
+#[tokio::test]
+async fn a_suite_callback_for_another_corp_is_refused() {
+    let app = spawn_app(&test_config(&unique_exchange(), "")).await;
+    let conn = amqp().await;
+    let crypt = WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
+    let own = String::from_utf8(fixture("third_party_update.xml")).unwrap();
+    assert!(own.contains(&format!("<AuthCorpId><![CDATA[{CORP_ID}]]></AuthCorpId>")));
+    let other = own.replace(CORP_ID, "wwSOMEOTHERCORP0000");
+    let signed = sign_event(&crypt, other.as_bytes(), now_secs());
+    let resp = post_signed(&app, TENANT, &signed.query, signed.body).await;
+    assert_eq!(resp.status(), 400);
+    assert!(!resp.text().await.unwrap().contains("wwSOMEOTHERCORP"));
+    assert_eq!(inbound_len(&conn, &app.topology).await, 0, "nothing was queued");
+    let signed = sign_event(&crypt, own.as_bytes(), now_secs());
+    assert_eq!(post_signed(&app, TENANT, &signed.query, signed.body).await.status(), 200);
+    assert_eq!(inbound_len(&conn, &app.topology).await, 1);
+    cleanup(&conn, &app.topology).await;
     app.stop().await;
 }

@@ -452,10 +452,10 @@ async fn state_snapshot_round_trips_through_a_state_file() {
     let version = admin.add_member(CORP, "wrJack1", fresh).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
-    // GET /sim/state masks secrets; put them back to make a usable state file.
     let mut state = admin.state().await.unwrap();
+    // `/sim/state` masks the secrets: a state file made from it needs them put back.
     for corp in &mut state.corps {
-        assert_eq!(corp.secret, "***", "{} shows its secret", corp.corp_id);
+        assert_eq!(corp.secret, sim::MASKED_SECRET);
         corp.secret = if corp.corp_id == CORP { SECRET } else { BIG_SECRET }.to_owned();
     }
     std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
@@ -481,4 +481,17 @@ async fn run_refuses_a_missing_state_file_and_stops_on_shutdown() {
     stop.send(()).unwrap();
     let result = tokio::time::timeout(Duration::from_secs(5), server).await.expect("run ends on shutdown");
     result.unwrap().expect("the bundled state serves");
+}
+
+/// `GET /sim/state` needs no authentication, so it shows no secret.
+#[tokio::test]
+async fn state_masks_every_corp_secret() {
+    let h = start().await;
+    let text = h.http.get(h.url("/sim/state")).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains(SECRET) && !text.contains(BIG_SECRET), "{text}");
+    let state: SimState = serde_json::from_str(&text).unwrap();
+    assert_eq!(state.corps.len(), 2);
+    assert!(state.corps.iter().all(|c| c.secret == sim::MASKED_SECRET));
+    // The secrets still work where they belong.
+    assert_eq!(h.gettoken(CORP, SECRET).await["errcode"], 0);
 }

@@ -26,6 +26,12 @@ const TOKEN_ERRCODES: [i64; 3] = [40001, 40014, 42001];
 const GROUP_GONE: i64 = 40050;
 /// `groupchat/list` accepts at most 100 owners per call.
 pub const OWNER_BATCH: usize = 100;
+/// WeCom's tokens live 7200 s. A longer stated lifetime is not believed (and a huge one would
+/// overflow the refresh instant).
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
+/// The largest API answer read. groupchat/get of a full group (2000 members) is well under
+/// 1 MiB; past this the answer is refused rather than buffered without end.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
 struct CachedToken {
     value: String,
@@ -217,6 +223,23 @@ fn classify(errcode: i64, errmsg: String, rate_limit_pause: Duration) -> FetchEr
     }
 }
 
+/// Reads an answer's JSON body, refusing bodies over [`MAX_ANSWER_BYTES`] (transient: a proxy
+/// or WeCom having a bad moment) without buffering them.
+async fn read_answer(mut resp: reqwest::Response, api_name: &str) -> Result<serde_json::Value, FetchError> {
+    let too_large = || FetchError::Transient(format!("{api_name}: answer larger than {MAX_ANSWER_BYTES} bytes"));
+    if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| FetchError::Transient(format!("{api_name}: unexpected answer: {e}")))
+}
+
 /// Turns a transport error into a transient one. `without_url` matters: URLs carry the
 /// access token or the corp secret.
 fn transport(e: reqwest::Error) -> FetchError {
@@ -294,7 +317,7 @@ impl WecomClient {
         if resp.status().is_server_error() {
             return Err(FetchError::Transient(format!("gettoken: HTTP {}", resp.status())));
         }
-        let body: serde_json::Value = resp.json().await.map_err(transport)?;
+        let body = read_answer(resp, "gettoken").await?;
         let status: Status =
             serde_json::from_value(body.clone()).unwrap_or(Status { errcode: -1, errmsg: String::new() });
         if status.errcode != 0 {
@@ -303,7 +326,8 @@ impl WecomClient {
         }
         let token: TokenResponse = serde_json::from_value(body)
             .map_err(|e| FetchError::Transient(format!("gettoken: unexpected answer: {e}")))?;
-        let lifetime = Duration::from_secs(token.expires_in).saturating_sub(TOKEN_MARGIN).max(Duration::from_secs(60));
+        let stated = Duration::from_secs(token.expires_in).min(MAX_TOKEN_LIFETIME);
+        let lifetime = stated.saturating_sub(TOKEN_MARGIN).max(Duration::from_secs(60));
         *slot = Some(CachedToken { value: token.access_token.clone(), refresh_at: Instant::now() + lifetime });
         Ok(token.access_token)
     }
@@ -336,7 +360,7 @@ impl WecomClient {
             if !resp.status().is_success() {
                 return Err(FetchError::Transient(format!("{api_name}: HTTP {}", resp.status())));
             }
-            let value: serde_json::Value = resp.json().await.map_err(transport)?;
+            let value = read_answer(resp, api_name).await?;
             let status: Status = serde_json::from_value(value.clone())
                 .map_err(|e| FetchError::Transient(format!("{api_name}: unexpected answer: {e}")))?;
             match status.errcode {
@@ -380,6 +404,8 @@ impl WecomClient {
         let mut chats = Vec::new();
         for batch in batches {
             let mut cursor = String::new();
+            // A cursor WeCom already gave would page through the same groups for ever.
+            let mut seen = std::collections::HashSet::new();
             loop {
                 let mut body = json!({ "status_filter": 0, "cursor": cursor, "limit": page_size.clamp(1, 1000) });
                 if let Some(owners) = batch {
@@ -390,6 +416,12 @@ impl WecomClient {
                 chats.extend(page.group_chat_list);
                 if page.next_cursor.is_empty() {
                     break;
+                }
+                if !seen.insert(page.next_cursor.clone()) {
+                    return Err(FetchError::Transient(format!(
+                        "groupchat_list: next_cursor repeats an earlier one after {} pages; stopped listing",
+                        seen.len() + 1
+                    )));
                 }
                 cursor = page.next_cursor;
             }

@@ -67,6 +67,7 @@ token = "{TOKEN}"
 encoding_aes_key = "{AES_KEY}"
 secret = "test-secret"
 api_base = "http://127.0.0.1:9"
+allow_documented_test_key = true
 
 [[wecom]]
 tenant = "vector_a"
@@ -74,6 +75,7 @@ corp_id = "wx5823bf96d3bd56c7"
 token = "QDG6eK"
 encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 secret = "test-secret"
+allow_documented_test_key = true
 {extra_toml}
 "#,
         amqp = amqp_url(),
@@ -190,6 +192,7 @@ pub async fn cleanup(conn: &Connection, topology: &Topology) {
         let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
     }
     let _ = ch.exchange_delete(&topology.exchange, ExchangeDeleteOptions::default()).await;
+    let _ = ch.exchange_delete(&topology.shards_marker(), ExchangeDeleteOptions::default()).await;
 }
 
 /// Where a test's snapshots live: a fresh SQLite file or a fresh PostgreSQL database.
