@@ -148,6 +148,10 @@ struct WecomMember {
     group_nickname: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    /// Set only for members who joined through a join way configured with a `state`
+    /// (protocols-2 §C.1).
+    #[serde(default)]
+    state: Option<String>,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -176,6 +180,7 @@ impl From<WecomGroupChat> for GroupSnapshot {
                     invitor: m.invitor.map(|i| i.userid).filter(|s| !s.is_empty()),
                     group_nickname: non_empty(m.group_nickname),
                     name: non_empty(m.name),
+                    state: non_empty(m.state),
                 })
                 .collect(),
         }
@@ -424,6 +429,19 @@ mod tests {
         assert_eq!(s.members[1].unionid.as_deref(), Some("ozynqsulJFCZ2z1aYeS8h-nuasdAAA"));
         assert_eq!(s.members[1].invitor, None);
         assert_eq!(s.members[1].name.as_deref(), Some("王语嫣"));
+    }
+
+    #[test]
+    fn member_state_is_mapped_when_present() {
+        let body = json!({"group_chat": {"chat_id": "wrC", "owner": "o", "member_list": [
+            {"userid": "a", "type": 2, "join_time": 1, "join_scene": 3, "state": "klsdup3kj3s1"},
+            {"userid": "b", "type": 2, "join_time": 1, "join_scene": 3, "state": ""},
+            {"userid": "c", "type": 1, "join_time": 1, "join_scene": 1}
+        ]}});
+        let resp: GroupChatResponse = serde_json::from_value(body).unwrap();
+        let s: GroupSnapshot = resp.group_chat.into();
+        let states: Vec<_> = s.members.iter().map(|m| m.state.as_deref()).collect();
+        assert_eq!(states, [Some("klsdup3kj3s1"), None, None]);
     }
 
     #[test]
