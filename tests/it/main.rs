@@ -20,4 +20,5 @@ mod schema;
 mod sim;
 mod sim_dingtalk;
 mod sim_tim;
+mod sim_wecom_admin;
 mod store;
