@@ -9,6 +9,7 @@ use groupwatch::app::Application;
 use groupwatch::config::Config;
 use groupwatch::telemetry;
 use groupwatch::tools::replay::Replayer;
+use groupwatch::tools::wecom_admin::{self, CommandError, WecomCommand};
 
 #[derive(Parser)]
 #[command(name = "groupwatch", version, about = "WeCom customer-group callbacks in, member events on RabbitMQ out")]
@@ -75,6 +76,9 @@ enum Command {
         #[arg(long)]
         state: Option<PathBuf>,
     },
+    /// Administer WeCom customer groups: transfers, join ways, groups by status, statistics
+    #[command(subcommand)]
+    Wecom(WecomCommand),
     /// The one-command tour: simulator + service on loopback, fixtures replayed, events printed.
     Demo {
         /// RabbitMQ to use.
@@ -198,6 +202,14 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             groupwatch::sim::run(listen, state, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Wecom(command) => match wecom_admin::run(command).await {
+            Ok(report) => {
+                print!("{}", report.output);
+                Ok(if report.all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            }
+            Err(CommandError::Usage(reason)) => Err(Failure::Usage(reason)),
+            Err(CommandError::Failed(reason)) => Err(Failure::Other(anyhow::anyhow!(reason))),
+        },
         Command::Demo { amqp_url } => {
             telemetry::init_logging(&groupwatch::config::LogConfig {
                 format: groupwatch::config::LogFormat::Text,

@@ -22,3 +22,4 @@ mod sim_dingtalk;
 mod sim_tim;
 mod sim_wecom_admin;
 mod store;
+mod wecom_admin;

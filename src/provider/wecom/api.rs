@@ -76,6 +76,18 @@ pub struct ApiLimits {
     pub rate_limit_pause: Duration,
 }
 
+impl ApiLimits {
+    /// The limits `[worker]` configures, for clients outside the worker (the `wecom` commands).
+    pub fn of(worker: &crate::config::WorkerConfig) -> Self {
+        Self {
+            per_minute: worker.api_rate_per_minute,
+            concurrency: worker.api_concurrency,
+            timeout: Duration::from_millis(worker.api_timeout_ms),
+            rate_limit_pause: Duration::from_millis(worker.api_rate_limit_pause_ms),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct WecomClient {
     http: reqwest::Client,

@@ -6,5 +6,6 @@ pub mod api;
 pub mod callback;
 pub mod xml;
 
+pub use admin::WecomAdmin;
 pub use api::{ApiLimits, ListedChat, WecomClient, OWNER_BATCH};
 pub use callback::report_of;
