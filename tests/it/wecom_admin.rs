@@ -615,3 +615,29 @@ async fn wait_for_appchat_polls(simc: &SimClient, n: usize) -> usize {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn wecom_help_lists_the_commands_and_the_exit_codes() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        .args(["wecom", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for command in ["transfer", "join-way", "groups", "stats"] {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(command)), "{command} in\n{help}");
+    }
+    assert!(help.contains("Exit codes: 0 done; 1 something failed"), "{help}");
+    for sub in [&["transfer"][..], &["join-way", "add"], &["join-way", "update"], &["groups"], &["stats"]] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+            .arg("wecom")
+            .args(sub)
+            .arg("--help")
+            .output()
+            .await
+            .unwrap();
+        let help = String::from_utf8(output.stdout).unwrap();
+        assert!(help.contains("--config") && help.contains("--tenant") && help.contains("--json"), "{sub:?}:\n{help}");
+    }
+}
