@@ -17,6 +17,7 @@ fn member(i: usize) -> Member {
         invitor: Some("abel".into()),
         group_nickname: Some(format!("客户{i}")),
         name: Some(format!("名字{i}")),
+        state: None,
     }
 }
 

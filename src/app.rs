@@ -162,6 +162,14 @@ impl Application {
                 worker_stop.clone(),
             ))
         });
+        let appchat_task =
+            (self.worker.is_some() && self.config.wecom.iter().any(|t| !t.appchats.is_empty())).then(|| {
+                tokio::spawn(crate::worker::appchat::poll(
+                    self.inbound.clone(),
+                    self.config.wecom.clone(),
+                    worker_stop.clone(),
+                ))
+            });
         let sweep_task = self.worker.is_some().then(|| {
             tokio::spawn(crate::worker::sweep_outbox(
                 self.store.clone(),
@@ -184,7 +192,7 @@ impl Application {
         }
         // Then the workers: in-flight attempts finish, everything unacked is left to redelivery.
         worker_stop.cancel();
-        for task in worker_task.into_iter().chain(resync_task).chain(sweep_task) {
+        for task in worker_task.into_iter().chain(resync_task).chain(appchat_task).chain(sweep_task) {
             let _ = tokio::time::timeout(Duration::from_secs(25), task).await;
         }
         self.shutdown.cancel();

@@ -309,6 +309,13 @@ pub struct WecomTenant {
     /// anyone can sign callbacks. For `demo` and the tests only; `serve` warns when it is used.
     #[serde(default)]
     pub allow_documented_test_key: bool,
+    /// Group chats created by an app (`appchat`): WeCom sends no callback for them, so `serve`
+    /// polls `appchat/get` for each and publishes their changes like any other group's.
+    #[serde(default)]
+    pub appchats: Vec<String>,
+    /// How often `serve` looks at each of `appchats`.
+    #[serde(default = "default_appchat_poll_secs")]
+    pub appchat_poll_secs: u64,
 }
 
 /// The Token and EncodingAESKey of WeCom's documentation (doc 90968), public and so worthless as
@@ -319,6 +326,13 @@ pub const DOCUMENTED_TEST_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B
 fn default_api_base() -> String {
     "https://qyapi.weixin.qq.com".into()
 }
+
+fn default_appchat_poll_secs() -> u64 {
+    300
+}
+
+/// A day: polling an app chat less often than this is not watching it.
+const APPCHAT_POLL_MAX_SECS: u64 = 86_400;
 
 impl WecomTenant {
     pub fn receive_id(&self) -> &str {
@@ -429,6 +443,20 @@ impl Config {
                 return Err(ConfigError::new(key("receive_id"), "must not be empty (leave it out to use corp_id)"));
             }
             check_api_base(&key("api_base"), &t.api_base)?;
+            for (j, chat) in t.appchats.iter().enumerate() {
+                if chat.trim().is_empty() {
+                    return Err(ConfigError::new(format!("wecom[{i}].appchats[{j}]"), "must not be empty"));
+                }
+                if t.appchats[..j].contains(chat) {
+                    return Err(ConfigError::new(
+                        format!("wecom[{i}].appchats[{j}]"),
+                        format!("{chat:?} is listed twice"),
+                    ));
+                }
+            }
+            if !(1..=APPCHAT_POLL_MAX_SECS).contains(&t.appchat_poll_secs) {
+                return Err(ConfigError::new(key("appchat_poll_secs"), "must be between 1 and 86400"));
+            }
             if let Some(path) = &t.owners_file {
                 if !path.is_file() {
                     return Err(ConfigError::new(
@@ -687,6 +715,8 @@ api_base = "http://127.0.0.1:9000"
         assert_eq!(c.tenant("beta_2").unwrap().api_base, "http://127.0.0.1:9000");
         assert_eq!(c.store.url.expose(), "sqlite://groupwatch.db");
         assert_eq!(c.wecom[0].receive_id(), "ww1234567890abcdef");
+        assert!(c.wecom[0].appchats.is_empty());
+        assert_eq!(c.wecom[0].appchat_poll_secs, 300);
     }
 
     #[test]
@@ -723,6 +753,9 @@ api_base = "http://127.0.0.1:9000"
             (GOOD, &[("GROUPWATCH__STORE__URL", "mysql://x")], "store.url"),
             (GOOD, &[("GROUPWATCH__HTTP__ENABLED", "maybe")], "http.enabled"),
             (GOOD, &[("GROUPWATCH__WECOM__NOPE__SECRET", "x")], "GROUPWATCH__WECOM__NOPE__SECRET"),
+            (GOOD, &[("GROUPWATCH__WECOM__ACME__APPCHAT_POLL_SECS", "0")], "wecom[0].appchat_poll_secs"),
+            (GOOD, &[("GROUPWATCH__WECOM__ACME__APPCHATS", "[\"a\", \"\"]")], "wecom[0].appchats[1]"),
+            (GOOD, &[("GROUPWATCH__WECOM__1__APPCHATS", "[\"a\", \"a\"]")], "wecom[1].appchats[1]"),
             ("[http]\nenabled = true\n", &[], "wecom"),
             ("[http\n", &[], "line 1"),
         ];

@@ -9,6 +9,7 @@ use groupwatch::app::Application;
 use groupwatch::config::Config;
 use groupwatch::telemetry;
 use groupwatch::tools::replay::Replayer;
+use groupwatch::tools::wecom_admin::{self, CommandError, WecomCommand};
 
 #[derive(Parser)]
 #[command(name = "groupwatch", version, about = "WeCom customer-group callbacks in, member events on RabbitMQ out")]
@@ -67,7 +68,7 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
-    /// A WeCom API simulator (gettoken, groupchat/get, groupchat/list) for demos and tests.
+    /// A WeCom, DingTalk and Tencent IM API simulator for demos and tests.
     Sim {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: std::net::SocketAddr,
@@ -75,6 +76,9 @@ enum Command {
         #[arg(long)]
         state: Option<PathBuf>,
     },
+    /// Administer WeCom customer groups: transfers, join ways, groups by status, statistics
+    #[command(subcommand, after_help = WECOM_AFTER_HELP)]
+    Wecom(WecomCommand),
     /// The one-command tour: simulator + service on loopback, fixtures replayed, events printed.
     /// Reads no configuration file and no GROUPWATCH__* variable: only the broker URL.
     Demo {
@@ -89,6 +93,19 @@ enum Command {
         amqp_url: String,
     },
 }
+
+const WECOM_AFTER_HELP: &str = "\
+Every command takes --config FILE (or GROUPWATCH_CONFIG) and --tenant T, the [[wecom]] tenant
+whose secret makes the calls, and prints a table, or JSON with --json.
+Input is checked against WeCom's documented limits before anything is called.
+
+Exit codes: 0 done; 1 something failed (each failure listed with WeCom's errcode and message);
+2 bad usage or configuration (one line naming the option or key).
+
+Example: hand every group of resigned owners to sam
+  groupwatch wecom groups --config gw.toml --tenant acme --status resigned --json \\
+    | jq -r '.[].chat_id' \\
+    | xargs -r -n 100 groupwatch wecom transfer --config gw.toml --tenant acme --resigned --new-owner sam";
 
 enum Failure {
     Usage(String),
@@ -207,6 +224,14 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             groupwatch::sim::run(listen, state, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Wecom(command) => match wecom_admin::run(command).await {
+            Ok(report) => {
+                print!("{}", report.output);
+                Ok(if report.all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            }
+            Err(CommandError::Usage(reason)) => Err(Failure::Usage(reason)),
+            Err(CommandError::Failed(reason)) => Err(Failure::Other(anyhow::anyhow!(reason))),
+        },
         Command::Demo { amqp_url } => {
             telemetry::init_logging(&groupwatch::config::LogConfig {
                 format: groupwatch::config::LogFormat::Text,

@@ -264,6 +264,7 @@ mod tests {
             invitor: Some("jack".into()),
             group_nickname: None,
             name: Some(format!("name of {userid}")),
+            state: None,
         }
     }
 

@@ -63,6 +63,11 @@ pub struct Member {
     pub invitor: Option<String>,
     pub group_nickname: Option<String>,
     pub name: Option<String>,
+    /// WeCom: the `state` of the join way (「加入群聊」) that brought the member in; null for
+    /// members who came another way, and on every other provider. Defaulted, so snapshots stored
+    /// before it existed still load.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 /// The state of a group at one moment, as fetched from the provider.
@@ -92,6 +97,7 @@ impl Member {
             invitor: None,
             group_nickname: None,
             name: None,
+            state: None,
         }
     }
 }

@@ -9,7 +9,7 @@ pub(super) struct AdminError {
 }
 
 impl AdminError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self { status, message: message.into() }
     }
 }
@@ -100,6 +100,8 @@ pub(super) struct GroupPatch {
     name: Option<String>,
     owner: Option<String>,
     notice: Option<String>,
+    /// The follow-up status groupchat/list reports (0..=3), e.g. 1 when the owner resigns.
+    status: Option<i64>,
 }
 
 /// Changes group attributes; like on WeCom, that leaves `member_version` alone.
@@ -109,6 +111,9 @@ pub(super) async fn admin_patch_group(
     body: Bytes,
 ) -> Result<Json<SimGroup>, AdminError> {
     let patch: GroupPatch = parse_admin_body(&body)?;
+    if patch.status.is_some_and(|s| !(0..=3).contains(&s)) {
+        return Err(AdminError::new(StatusCode::BAD_REQUEST, "status must be within 0..=3"));
+    }
     let mut sim = sim.lock();
     let group = &mut live_group_mut(&mut sim.corps, &corp_id, &chat_id)?.now;
     if let Some(name) = patch.name {
@@ -119,6 +124,9 @@ pub(super) async fn admin_patch_group(
     }
     if let Some(notice) = patch.notice {
         group.notice = notice;
+    }
+    if let Some(status) = patch.status {
+        group.status = status;
     }
     Ok(Json(group.clone()))
 }

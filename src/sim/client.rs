@@ -109,6 +109,57 @@ impl SimClient {
         Ok(())
     }
 
+    /// The WeCom API requests received so far (oldest first), as WeCom would have seen them.
+    pub async fn requests(&self) -> Result<Vec<RecordedRequest>, SimClientError> {
+        Ok(self.send(self.http.get(format!("{}/sim/requests", self.base_url)), "requests").await?.json().await?)
+    }
+
+    pub async fn clear_requests(&self) -> Result<(), SimClientError> {
+        self.send(self.http.delete(format!("{}/sim/requests", self.base_url)), "clear_requests").await?;
+        Ok(())
+    }
+
+    /// A customer joins through a join way (`{"userid", "join_time", ...}`, optionally
+    /// `"chat_id"`); returns the chat joined and its new member_version.
+    pub async fn join_via_join_way(
+        &self,
+        corp: &str,
+        config_id: &str,
+        join: serde_json::Value,
+    ) -> Result<(String, String), SimClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            chat_id: String,
+            member_version: String,
+        }
+        let url = format!("{}/sim/corps/{}/join_ways/{}/join", self.base_url, segment(corp), segment(config_id));
+        let answer: Answer = self.send(self.http.post(url).json(&join), "join_via_join_way").await?.json().await?;
+        Ok((answer.chat_id, answer.member_version))
+    }
+
+    fn appchat_url(&self, corp: &str, chatid: &str) -> String {
+        format!("{}/sim/corps/{}/appchats/{}", self.base_url, segment(corp), segment(chatid))
+    }
+
+    /// Creates or replaces an app group chat (`{"name", "owner", "userlist"}`).
+    pub async fn put_appchat(&self, corp: &str, chatid: &str, chat: serde_json::Value) -> Result<(), SimClientError> {
+        self.send(self.http.put(self.appchat_url(corp, chatid)).json(&chat), "put_appchat").await?;
+        Ok(())
+    }
+
+    pub async fn add_appchat_member(&self, corp: &str, chatid: &str, userid: &str) -> Result<(), SimClientError> {
+        let url = format!("{}/members", self.appchat_url(corp, chatid));
+        let body = serde_json::json!({ "userid": userid });
+        self.send(self.http.post(url).json(&body), "add_appchat_member").await?;
+        Ok(())
+    }
+
+    pub async fn remove_appchat_member(&self, corp: &str, chatid: &str, userid: &str) -> Result<(), SimClientError> {
+        let url = format!("{}/members/{}", self.appchat_url(corp, chatid), segment(userid));
+        self.send(self.http.delete(url), "remove_appchat_member").await?;
+        Ok(())
+    }
+
     pub async fn state(&self) -> Result<SimState, SimClientError> {
         Ok(self.send(self.http.get(format!("{}/sim/state", self.base_url)), "state").await?.json().await?)
     }

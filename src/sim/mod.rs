@@ -8,6 +8,10 @@
 //! As on WeCom, API errors are HTTP 200 with `errcode` in the body; only injected `http_status`
 //! faults answer another status. Admin errors are plain HTTP statuses with `{"error": "…"}`.
 //!
+//! It also plays WeCom's customer-group administration (`wecom_admin`): transfers, join ways,
+//! statistics and app group chats (`appchat/get`), and records the request bodies of every WeCom
+//! API call (`GET /sim/requests`) so that tests can assert what WeCom would have seen.
+//!
 //! It also plays Tencent Cloud IM (`tim`): the group REST API, UserSig checks and the group
 //! after-callbacks, with its own admin API under `/sim/tim/`.
 
@@ -16,6 +20,7 @@ mod client;
 mod dingtalk;
 mod tim;
 mod wecom;
+mod wecom_admin;
 
 use admin::*;
 pub use client::{SimClient, SimClientError};
@@ -28,6 +33,7 @@ pub use tim::{
     TimNotify, TimStats,
 };
 use wecom::*;
+pub use wecom_admin::{RecordedRequest, SimAppChat, SimJoinWay};
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -97,6 +103,12 @@ pub struct SimCorp {
     pub large_visible_range: bool,
     #[serde(default)]
     pub groups: Vec<SimGroup>,
+    /// Group chats created by an app (`appchat`), served by `appchat/get`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub appchats: Vec<SimAppChat>,
+    /// Join ways (「加入群聊」) configured through `add_join_way`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join_ways: Vec<SimJoinWay>,
 }
 
 /// A customer group, serialised exactly as groupchat/get's `group_chat` (field order included).
@@ -120,6 +132,10 @@ pub struct SimGroup {
     /// Simulator-only: a dismissed group is neither listed nor answered by groupchat/get.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dismissed: bool,
+    /// Simulator-only (groupchat/list reports it, groupchat/get does not): 0 owner in service,
+    /// 1 owner resigned, 2 inheritance in progress, 3 inherited.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub status: i64,
 }
 
 /// One `member_list` entry. Absent optional fields stay absent on the wire, as on WeCom (which
@@ -141,6 +157,9 @@ pub struct WecomMember {
     /// Only sent when the request has `need_name: 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The `state` of the join way the member came through, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// WeCom's `{"userid": "…"}`, used by `invitor` and `admin_list`.
@@ -152,6 +171,10 @@ pub struct UserRef {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +239,8 @@ struct Sim {
     faults: Faults,
     stats: SimStats,
     versions: VersionGen,
+    /// WeCom API requests as received (newest last, bounded), for `GET /sim/requests`.
+    requests: Vec<RecordedRequest>,
     dingtalk: dingtalk::Dingtalk,
     tim: tim::TimSim,
 }
@@ -227,6 +252,9 @@ struct Corp {
     current_token: Option<String>,
     /// Ordered by chat_id, which is what list cursors page over.
     groups: BTreeMap<String, Group>,
+    appchats: BTreeMap<String, SimAppChat>,
+    /// By config_id.
+    join_ways: BTreeMap<String, SimJoinWay>,
 }
 
 struct Group {
@@ -234,6 +262,8 @@ struct Group {
     now: SimGroup,
     /// Member states before each membership change, oldest first.
     history: Vec<MemberState>,
+    /// Successful `onjob_transfer`s of this group (WeCom allows 2 per 90 days).
+    onjob_transfers: u32,
 }
 
 struct MemberState {
@@ -278,7 +308,7 @@ impl Group {
         if group.member_version.is_none() {
             group.member_version = Some(versions.next());
         }
-        Self { now: group, history: Vec::new() }
+        Self { now: group, history: Vec::new(), onjob_transfers: 0 }
     }
 
     fn member_version(&self) -> &str {
@@ -326,8 +356,31 @@ impl SharedSim {
                     return Err(SimError::Invalid(format!("corp {} has a group with an empty chat_id", corp.corp_id)));
                 }
                 let chat_id = group.chat_id.clone();
+                if !(0..=3).contains(&group.status) {
+                    return Err(SimError::Invalid(format!("chat {chat_id}: status must be 0..=3")));
+                }
                 if groups.insert(chat_id.clone(), Group::new(group, &mut versions)).is_some() {
                     return Err(SimError::Invalid(format!("corp {} has chat {chat_id} twice", corp.corp_id)));
+                }
+            }
+            let mut appchats = BTreeMap::new();
+            for chat in corp.appchats {
+                let chatid = chat.chatid.clone();
+                if chatid.is_empty() || appchats.insert(chatid.clone(), chat).is_some() {
+                    return Err(SimError::Invalid(format!(
+                        "corp {}: app chat {chatid:?} empty or twice",
+                        corp.corp_id
+                    )));
+                }
+            }
+            let mut join_ways = BTreeMap::new();
+            for way in corp.join_ways {
+                let config_id = way.config_id.clone();
+                if config_id.is_empty() || join_ways.insert(config_id.clone(), way).is_some() {
+                    return Err(SimError::Invalid(format!(
+                        "corp {}: join way {config_id:?} empty or twice",
+                        corp.corp_id
+                    )));
                 }
             }
             let entry = Corp {
@@ -335,6 +388,8 @@ impl SharedSim {
                 large_visible_range: corp.large_visible_range,
                 current_token: None,
                 groups,
+                appchats,
+                join_ways,
             };
             if corps.insert(corp.corp_id.clone(), entry).is_some() {
                 return Err(SimError::Invalid(format!("corp {} appears twice", corp.corp_id)));
@@ -348,6 +403,7 @@ impl SharedSim {
             faults: Faults::default(),
             stats: SimStats::default(),
             versions,
+            requests: Vec::new(),
             dingtalk,
             tim,
         };
@@ -366,6 +422,8 @@ impl SharedSim {
                 secret: corp.secret.clone(),
                 large_visible_range: corp.large_visible_range,
                 groups: corp.groups.values().map(|g| g.now.clone()).collect(),
+                appchats: corp.appchats.values().cloned().collect(),
+                join_ways: corp.join_ways.values().cloned().collect(),
             })
             .collect();
         SimState { corps, dingtalk: sim.dingtalk.snapshot(), tim: sim.tim.snapshot() }
@@ -464,7 +522,8 @@ pub fn router(state: SharedSim) -> Router {
     let wecom = Router::new()
         .route("/cgi-bin/gettoken", get(gettoken))
         .route("/cgi-bin/externalcontact/groupchat/get", post(groupchat_get))
-        .route("/cgi-bin/externalcontact/groupchat/list", post(groupchat_list));
+        .route("/cgi-bin/externalcontact/groupchat/list", post(groupchat_list))
+        .merge(wecom_admin::api_routes());
     let admin = Router::new()
         .route("/sim/state", get(admin_state))
         .route(
@@ -474,7 +533,8 @@ pub fn router(state: SharedSim) -> Router {
         .route("/sim/corps/{corp}/groups/{chat_id}/members", post(admin_add_member))
         .route("/sim/corps/{corp}/groups/{chat_id}/members/{userid}", delete(admin_remove_member))
         .route("/sim/faults", get(admin_faults).post(admin_set_faults).delete(admin_clear_faults))
-        .route("/sim/stats", get(admin_stats).delete(admin_reset_stats));
+        .route("/sim/stats", get(admin_stats).delete(admin_reset_stats))
+        .merge(wecom_admin::admin_routes());
     wecom
         .merge(admin)
         .merge(dingtalk::routes())

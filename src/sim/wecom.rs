@@ -1,4 +1,5 @@
-//! The WeCom API as the simulator plays it: gettoken, groupchat/get and groupchat/list.
+//! The WeCom API as the simulator plays it: gettoken, groupchat/get and groupchat/list (the
+//! administration calls are in `wecom_admin`).
 
 use super::*;
 
@@ -7,6 +8,8 @@ pub(super) enum Api {
     GetToken,
     GroupchatGet,
     GroupchatList,
+    /// The administration calls of `wecom_admin` (not counted in [`SimStats`]).
+    Admin,
 }
 
 /// Why a WeCom API call did not succeed.
@@ -21,7 +24,7 @@ pub(super) enum ApiError {
 }
 
 impl ApiError {
-    fn code(errcode: i64) -> Self {
+    pub(super) fn code(errcode: i64) -> Self {
         Self::Wecom { errcode, errmsg: Cow::Borrowed(errmsg_for(errcode)) }
     }
 }
@@ -31,8 +34,10 @@ pub(super) fn errmsg_for(errcode: i64) -> &'static str {
     match errcode {
         -1 => "system busy",
         40001 => "invalid credential",
+        40003 => "invalid userid",
         40013 => "invalid corpid",
         40014 => "invalid access_token",
+        40050 => "chatid not found",
         40058 => "invalid Request Parameter",
         41001 => "access_token missing",
         41002 => "corpid missing",
@@ -42,6 +47,14 @@ pub(super) fn errmsg_for(errcode: i64) -> &'static str {
         45033 => "api concurrent out of limit",
         47001 => "data format error",
         81017 => "too many visible users, owner_filter required",
+        40128 => "transfer too frequently",
+        90500 => "the owner of this chat is not resigned",
+        90501 => "chat is not external group chat",
+        90502 => "the owner of this chat is resigned",
+        90504 => "the new owner is the owner already",
+        90507 => "the chat is being inherited",
+        90508 => "the chat has been inherited",
+        600018 => "invalid begin or end time",
         _ => "simulated error",
     }
 }
@@ -96,15 +109,16 @@ pub(super) fn query_param(query: &Option<String>, key: &str) -> Option<String> {
 
 impl SharedSim {
     /// What every API call goes through first: counting, latency, then injected failures.
-    /// Injected errcodes and HTTP statuses hit groupchat/get and groupchat/list only, so that a
-    /// test's "next N calls fail" means the calls it is watching, not an interleaved gettoken.
-    async fn begin_call(&self, api: Api) -> Result<(), ApiError> {
+    /// Injected errcodes and HTTP statuses hit every call but gettoken, so that a test's "next N
+    /// calls fail" means the calls it is watching, not an interleaved gettoken.
+    pub(super) async fn begin_call(&self, api: Api) -> Result<(), ApiError> {
         let latency_ms = {
             let mut sim = self.lock();
             match api {
                 Api::GetToken => sim.stats.gettoken += 1,
                 Api::GroupchatGet => sim.stats.groupchat_get += 1,
                 Api::GroupchatList => sim.stats.groupchat_list += 1,
+                Api::Admin => {}
             }
             sim.faults.latency_ms
         };
@@ -127,7 +141,7 @@ impl SharedSim {
 
 impl Sim {
     /// The corp the token was issued to.
-    fn authorize(&self, query: &Option<String>) -> Result<String, ApiError> {
+    pub(super) fn authorize(&self, query: &Option<String>) -> Result<String, ApiError> {
         let token = query_param(query, "access_token").ok_or(ApiError::code(41001))?;
         let token = self.tokens.get(&token).ok_or(ApiError::code(40014))?;
         if !token.is_valid(Instant::now()) {
@@ -188,6 +202,7 @@ pub(super) async fn groupchat_get(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    sim.record("externalcontact/groupchat/get", &query, &body);
     sim.begin_call(Api::GroupchatGet).await?;
     let (answer, delay) = {
         let mut sim = sim.lock();
@@ -214,6 +229,8 @@ fn groupchat_get_answer(sim: &mut Sim, query: &Option<String>, body: &[u8]) -> R
         .ok_or_else(unknown_chat)?;
     let lagging = sim.faults.stale_until.is_some_and(|until| Instant::now() < until);
     let mut answer = if sim.faults.stale_fetches > 0 || lagging { group.stale_view() } else { group.now.clone() };
+    // groupchat/list reports the follow-up status; groupchat/get does not.
+    answer.status = 0;
     // Only answered groups use up a stale fetch: an error is not a stale answer.
     sim.faults.stale_fetches = sim.faults.stale_fetches.saturating_sub(1);
     if request.need_name != 1 {
@@ -239,7 +256,7 @@ pub(super) struct GetAnswer {
 
 #[derive(Deserialize)]
 pub(super) struct ListRequest {
-    /// 0 all; 1–3 are the owner-resignation states, which simulated groups never are in.
+    /// 0 all (no filter); 1 owner resigned, 2 inheritance in progress, 3 inherited.
     #[serde(default)]
     status_filter: i64,
     #[serde(default)]
@@ -252,7 +269,7 @@ pub(super) struct ListRequest {
 #[derive(Deserialize)]
 pub(super) struct OwnerFilter {
     #[serde(default)]
-    userid_list: Vec<String>,
+    pub(super) userid_list: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -272,6 +289,7 @@ pub(super) async fn groupchat_list(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    sim.record("externalcontact/groupchat/list", &query, &body);
     sim.begin_call(Api::GroupchatList).await?;
     let sim = sim.lock();
     let corp_id = sim.authorize(&query)?;
@@ -291,25 +309,25 @@ pub(super) async fn groupchat_list(
     }
     let after = decode_cursor(&request.cursor).ok_or(ApiError::code(40058))?;
     let owners: HashSet<String> = owners.into_iter().collect();
-    let mut page: Vec<&str> = corp
+    let mut page: Vec<(&str, i64)> = corp
         .groups
         .values()
         .map(|g| &g.now)
-        .filter(|g| !g.dismissed && request.status_filter == 0)
+        .filter(|g| !g.dismissed && (request.status_filter == 0 || g.status == request.status_filter))
         .filter(|g| owners.is_empty() || owners.contains(&g.owner))
         .filter(|g| after.as_deref().is_none_or(|after| g.chat_id.as_str() > after))
-        .map(|g| g.chat_id.as_str())
+        .map(|g| (g.chat_id.as_str(), g.status))
         .take(limit as usize + 1)
         .collect();
     let next_cursor = if page.len() > limit as usize {
         page.truncate(limit as usize);
-        page.last().map(|last| encode_cursor(last)).unwrap_or_default()
+        page.last().map(|(last, _)| encode_cursor(last)).unwrap_or_default()
     } else {
         String::new()
     };
     let next_cursor = if sim.faults.repeat_cursor && !request.cursor.is_empty() { request.cursor } else { next_cursor };
     let group_chat_list =
-        page.into_iter().map(|chat_id| ListedChat { chat_id: chat_id.to_owned(), status: 0 }).collect();
+        page.into_iter().map(|(chat_id, status)| ListedChat { chat_id: chat_id.to_owned(), status }).collect();
     Ok(wecom_ok(ListAnswer { group_chat_list, next_cursor }))
 }
 

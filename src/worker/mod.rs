@@ -14,6 +14,7 @@
 //!   redelivered to the next one. Saves are conditional on the revision loaded, so even a
 //!   writer outside this process cannot be overwritten.
 
+pub mod appchat;
 pub mod pipeline;
 pub mod resync;
 

@@ -45,6 +45,7 @@ fn member(userid: &'static str) -> impl Strategy<Value = Member> {
             invitor,
             group_nickname,
             name,
+            state: None,
         })
 }
 

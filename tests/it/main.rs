@@ -22,5 +22,7 @@ mod secrets;
 mod sim;
 mod sim_dingtalk;
 mod sim_tim;
+mod sim_wecom_admin;
 mod store;
 mod upstream;
+mod wecom_admin;

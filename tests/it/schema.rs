@@ -23,6 +23,7 @@ fn member(userid: &str, join_time: i64) -> Member {
         invitor: Some("jack".into()),
         group_nickname: Some("客服小张".into()),
         name: Some(format!("name of {userid}")),
+        state: None,
     }
 }
 
@@ -85,6 +86,15 @@ fn real_events() -> Vec<(&'static str, GroupEvent)> {
     owner.owner = "sam".into();
     add("update-owner", events(&k, Some(&prev), Observed::Group(&owner), &[]));
 
+    // A member who came in through a join way with a state carries it (WeCom only).
+    let prev = stored(group(&[("abel", 1)], Some("v1")));
+    let mut now = group(&[("abel", 1), ("dora", 80)], Some("v2"));
+    now.members.iter_mut().filter(|m| m.userid == "dora").for_each(|m| m.state = Some("klsdup3kj3s1".into()));
+    add(
+        "join-with-state",
+        events(&k, Some(&prev), Observed::Group(&now), &[report(ReportKind::MembersJoined, 81, &["dora"])]),
+    );
+
     // Dismissal of a known group (leaves, then group.dismiss) and of a group never seen.
     let prev = stored(group(&[("abel", 1), ("bob", 2)], None));
     add("dismiss", events(&k, Some(&prev), Observed::Dismissed, &[report(ReportKind::Dismiss, 99, &[])]));
@@ -137,6 +147,8 @@ fn every_event_diff_produces_is_valid() {
     assert!(bodies.iter().any(|b| b["quit_scene"] == 1));
     assert!(bodies.iter().any(|b| b["group"]["member_version"].is_null()));
     assert!(bodies.iter().any(|b| b["type"] == "member.leave" && b["member"]["join_time"].is_null()));
+    assert!(bodies.iter().any(|b| b["member"]["state"] == "klsdup3kj3s1"));
+    assert!(bodies.iter().any(|b| b["type"] == "member.join" && b["member"]["state"].is_null()));
 }
 
 #[test]
@@ -151,7 +163,8 @@ fn the_contract_example_is_valid() {
         "occurred_at": 1403610513,
         "group": {"name": "销售客服群", "owner": "ZhuShengBen", "member_version": "71217227bbd112ecfe3a49c482195cb4", "member_count": 2},
         "member": {"userid": "abel", "type": 1, "unionid": null, "join_time": 1572505491,
-                   "join_scene": 1, "invitor": "jack", "group_nickname": "客服小张", "name": "张三丰"},
+                   "join_scene": 1, "invitor": "jack", "group_nickname": "客服小张", "name": "张三丰",
+                   "state": null},
         "quit_scene": null,
         "changes": null
     });
@@ -218,6 +231,13 @@ fn malformed_events_are_invalid() {
         ("negative member_count", Box::new(|v| v["group"]["member_count"] = json!(-1))),
         ("join_scene as a string", Box::new(|v| v["member"]["join_scene"] = json!("1"))),
         ("changes on a member event", Box::new(|v| v["changes"] = json!(["name"]))),
+        (
+            "member without state",
+            Box::new(|v| {
+                v["member"].as_object_mut().unwrap().remove("state");
+            }),
+        ),
+        ("state as a number", Box::new(|v| v["member"]["state"] = json!(1))),
     ];
     for (what, breakage) in &join_cases {
         let mut body = valid_join();
@@ -234,14 +254,14 @@ fn malformed_events_are_invalid() {
             "group.create with a member",
             EventType::GroupCreate,
             Box::new(
-                |v| v["member"] = json!({"userid": "x", "type": null, "unionid": null, "join_time": null, "join_scene": null, "invitor": null, "group_nickname": null, "name": null}),
+                |v| v["member"] = json!({"userid": "x", "type": null, "unionid": null, "join_time": null, "join_scene": null, "invitor": null, "group_nickname": null, "name": null, "state": null}),
             ),
         ),
         (
             "group.dismiss with a member",
             EventType::GroupDismiss,
             Box::new(
-                |v| v["member"] = json!({"userid": "x", "type": null, "unionid": null, "join_time": null, "join_scene": null, "invitor": null, "group_nickname": null, "name": null}),
+                |v| v["member"] = json!({"userid": "x", "type": null, "unionid": null, "join_time": null, "join_scene": null, "invitor": null, "group_nickname": null, "name": null, "state": null}),
             ),
         ),
     ];
@@ -251,4 +271,28 @@ fn malformed_events_are_invalid() {
         breakage(&mut body);
         assert!(!schema_support::event_errors(&body).is_empty(), "{what} should be invalid:\n{body:#}");
     }
+}
+
+/// Version 3 added `member.state`; version 2 is archived next to it, as version 1 was, so a
+/// consumer pinned to it can still read what it promised.
+#[test]
+fn version_3_adds_member_state_and_version_2_is_archived() {
+    let current = schema_support::event_schema_json();
+    assert!(
+        current["$comment"].as_str().unwrap().starts_with("Version 3: adds member.state."),
+        "{}",
+        current["$comment"]
+    );
+    let v2: Value =
+        serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/event.v2.schema.json")))
+            .unwrap();
+    assert!(v2["$comment"].as_str().unwrap().starts_with("Version 2: adds seq."));
+    jsonschema::meta::validate(&v2).expect("the archived schema is valid");
+    let v2 = jsonschema::draft202012::options().should_validate_formats(true).build(&v2).unwrap();
+    // The only difference a v2 reader sees: member.state, which it does not know.
+    let mut body = valid_join();
+    assert!(!v2.is_valid(&body), "v2 refuses member.state (it is strict)");
+    body["member"].as_object_mut().unwrap().remove("state");
+    assert!(v2.is_valid(&body), "{:?}", v2.iter_errors(&body).map(|e| e.to_string()).collect::<Vec<_>>());
+    assert!(!schema_support::event_errors(&body).is_empty(), "v3 requires member.state");
 }

@@ -166,6 +166,7 @@ fn group(chat_id: &str, name: &str, member_version: Option<&str>) -> StoredGroup
                     invitor: Some("zhangsan".into()),
                     group_nickname: Some("李四 (管理员)".into()),
                     name: Some("李四".into()),
+                    state: Some("klsdup3kj3s1".into()),
                 },
                 Member {
                     userid: "wmeDKaCQAAbOXXXXXXXX".into(),
@@ -176,6 +177,7 @@ fn group(chat_id: &str, name: &str, member_version: Option<&str>) -> StoredGroup
                     invitor: None,
                     group_nickname: None,
                     name: None,
+                    state: None,
                 },
             ],
         },

@@ -1,4 +1,6 @@
-//! WeCom's server API: `gettoken`, `externalcontact/groupchat/get` and `/list`.
+//! WeCom's server API: `gettoken`, `externalcontact/groupchat/get` and `/list`, `appchat/get`;
+//! [`WecomClient::call`] is the one way to call WeCom (the administration calls of
+//! [`super::admin`] go through it too).
 //!
 //! Tokens are cached per (api_base, corp, secret) and refreshed by one caller at a time
 //! (single flight), a few minutes before they expire and whenever WeCom says a token is invalid
@@ -9,7 +11,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,6 +82,18 @@ pub struct ApiLimits {
     pub rate_limit_pause: Duration,
 }
 
+impl ApiLimits {
+    /// The limits `[worker]` configures, for clients outside the worker (the `wecom` commands).
+    pub fn of(worker: &crate::config::WorkerConfig) -> Self {
+        Self {
+            per_minute: worker.api_rate_per_minute,
+            concurrency: worker.api_concurrency,
+            timeout: Duration::from_millis(worker.api_timeout_ms),
+            rate_limit_pause: Duration::from_millis(worker.api_rate_limit_pause_ms),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct WecomClient {
     http: reqwest::Client,
@@ -87,6 +101,17 @@ pub struct WecomClient {
     /// Every WeCom API call made by this client, gettoken included (for resync's summary).
     calls: Arc<std::sync::atomic::AtomicU64>,
     tenants: Arc<HashMap<String, Arc<CorpApi>>>,
+    /// Per tenant, the chat ids configured as app group chats: fetched with `appchat/get`.
+    appchats: Arc<HashMap<String, HashSet<String>>>,
+}
+
+/// How a call carries its parameters.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    /// POST with a JSON body (every `externalcontact` call).
+    Json(&'a serde_json::Value),
+    /// GET with query parameters (`appchat/get`).
+    Query(&'a [(&'a str, &'a str)]),
 }
 
 #[derive(Deserialize)]
@@ -154,6 +179,10 @@ struct WecomMember {
     group_nickname: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    /// Set only for members who joined through a join way configured with a `state`
+    /// (protocols-2 §C.1).
+    #[serde(default)]
+    state: Option<String>,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -182,8 +211,38 @@ impl From<WecomGroupChat> for GroupSnapshot {
                     invitor: m.invitor.map(|i| i.userid).filter(|s| !s.is_empty()),
                     group_nickname: non_empty(m.group_nickname),
                     name: non_empty(m.name),
+                    state: non_empty(m.state),
                 })
                 .collect(),
+        }
+        .normalised()
+    }
+}
+
+#[derive(Deserialize)]
+struct AppChatResponse {
+    chat_info: AppChatInfo,
+}
+
+/// Seed 004's `ChatInfo`: an app group chat knows its members by userid only.
+#[derive(Deserialize)]
+struct AppChatInfo {
+    chatid: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    userlist: Vec<String>,
+}
+
+impl From<AppChatInfo> for GroupSnapshot {
+    fn from(c: AppChatInfo) -> Self {
+        GroupSnapshot {
+            name: c.name,
+            owner: c.owner,
+            members: c.userlist.iter().map(|u| Member::unknown(u)).collect(),
+            ..GroupSnapshot::empty(&c.chatid)
         }
         .normalised()
     }
@@ -255,7 +314,11 @@ impl WecomClient {
             .expect("a TLS backend is compiled in");
         let mut shared: HashMap<(String, String, String), Arc<CorpApi>> = HashMap::new();
         let mut by_tenant = HashMap::new();
+        let mut appchats = HashMap::new();
         for t in tenants {
+            if !t.appchats.is_empty() {
+                appchats.insert(t.tenant.clone(), t.appchats.iter().cloned().collect::<HashSet<_>>());
+            }
             let api_base = t.api_base.trim_end_matches('/').to_owned();
             let id = (api_base.clone(), t.corp_id.clone(), t.secret.expose().to_owned());
             let api = shared
@@ -279,7 +342,13 @@ impl WecomClient {
             rate_limit_pause: limits.rate_limit_pause,
             calls: Default::default(),
             tenants: Arc::new(by_tenant),
+            appchats: Arc::new(appchats),
         }
+    }
+
+    /// Whether `chat_id` is one of the tenant's configured app group chats.
+    pub fn is_appchat(&self, tenant: &str, chat_id: &str) -> bool {
+        self.appchats.get(tenant).is_some_and(|chats| chats.contains(chat_id))
     }
 
     fn count_call(&self, api: &'static str) {
@@ -332,14 +401,36 @@ impl WecomClient {
         Ok(token.access_token)
     }
 
-    /// POSTs to an API path with the tenant's token; refreshes the token and retries once when
-    /// WeCom says it is invalid or expired.
-    async fn call<T: DeserializeOwned>(
+    /// POSTs `body` to an API path with the tenant's token, within the corp's rate limit and
+    /// concurrency bound; refreshes the token and retries once when WeCom says it is invalid or
+    /// expired. A non-zero errcode is classified ([`FetchError`]).
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         tenant: &str,
         api_name: &'static str,
         path: &str,
         body: &serde_json::Value,
+    ) -> Result<T, FetchError> {
+        self.send(tenant, api_name, path, Payload::Json(body)).await
+    }
+
+    /// [`WecomClient::call`] for the APIs that WeCom serves as GET with query parameters.
+    pub(crate) async fn call_get<T: DeserializeOwned>(
+        &self,
+        tenant: &str,
+        api_name: &'static str,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<T, FetchError> {
+        self.send(tenant, api_name, path, Payload::Query(params)).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        tenant: &str,
+        api_name: &'static str,
+        path: &str,
+        payload: Payload<'_>,
     ) -> Result<T, FetchError> {
         let api = self.api(tenant)?;
         api.check_pause()?;
@@ -349,14 +440,12 @@ impl WecomClient {
             let token = self.token(api, stale.as_deref()).await?;
             api.rate.until_ready().await;
             self.count_call(api_name);
-            let resp = self
-                .http
-                .post(format!("{}{path}", api.api_base))
-                .query(&[("access_token", token.as_str())])
-                .json(body)
-                .send()
-                .await
-                .map_err(transport)?;
+            let url = format!("{}{path}", api.api_base);
+            let request = match payload {
+                Payload::Json(body) => self.http.post(url).json(body),
+                Payload::Query(params) => self.http.get(url).query(params),
+            };
+            let resp = request.query(&[("access_token", token.as_str())]).send().await.map_err(transport)?;
             if !resp.status().is_success() {
                 return Err(FetchError::Transient(format!("{api_name}: HTTP {}", resp.status())));
             }
@@ -389,6 +478,13 @@ impl WecomClient {
         let resp: GroupChatResponse =
             self.call(tenant, "groupchat_get", "/cgi-bin/externalcontact/groupchat/get", &body).await?;
         Ok(resp.group_chat.into())
+    }
+
+    /// An app group chat (`appchat/get`): no member version, members known by userid only.
+    pub async fn app_chat(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, FetchError> {
+        let resp: AppChatResponse =
+            self.call_get(tenant, "appchat_get", "/cgi-bin/appchat/get", &[("chatid", chat_id)]).await?;
+        Ok(resp.chat_info.into())
     }
 
     /// Every chat visible to the tenant's app, optionally only those of `owners` (batched by
@@ -433,6 +529,9 @@ impl WecomClient {
 #[async_trait]
 impl GroupSource for WecomClient {
     async fn fetch_group(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, FetchError> {
+        if self.is_appchat(tenant, chat_id) {
+            return self.app_chat(tenant, chat_id).await;
+        }
         self.group_chat(tenant, chat_id).await
     }
 }
@@ -456,6 +555,30 @@ mod tests {
         assert_eq!(s.members[1].unionid.as_deref(), Some("ozynqsulJFCZ2z1aYeS8h-nuasdAAA"));
         assert_eq!(s.members[1].invitor, None);
         assert_eq!(s.members[1].name.as_deref(), Some("王语嫣"));
+    }
+
+    #[test]
+    fn member_state_is_mapped_when_present() {
+        let body = json!({"group_chat": {"chat_id": "wrC", "owner": "o", "member_list": [
+            {"userid": "a", "type": 2, "join_time": 1, "join_scene": 3, "state": "klsdup3kj3s1"},
+            {"userid": "b", "type": 2, "join_time": 1, "join_scene": 3, "state": ""},
+            {"userid": "c", "type": 1, "join_time": 1, "join_scene": 1}
+        ]}});
+        let resp: GroupChatResponse = serde_json::from_value(body).unwrap();
+        let s: GroupSnapshot = resp.group_chat.into();
+        let states: Vec<_> = s.members.iter().map(|m| m.state.as_deref()).collect();
+        assert_eq!(states, [Some("klsdup3kj3s1"), None, None]);
+    }
+
+    #[test]
+    fn app_chat_info_maps_to_a_snapshot_of_userids() {
+        let body = json!({"errcode": 0, "errmsg": "ok", "chat_info": {"chatid": "CHATID", "name": "NAME",
+            "owner": "userid2", "userlist": ["userid3", "userid1", "userid2"], "chat_type": 0}});
+        let resp: AppChatResponse = serde_json::from_value(body).unwrap();
+        let s: GroupSnapshot = resp.chat_info.into();
+        assert_eq!((s.chat_id.as_str(), s.name.as_str(), s.owner.as_str()), ("CHATID", "NAME", "userid2"));
+        assert_eq!(s.member_version, None);
+        assert_eq!(s.members, ["userid1", "userid2", "userid3"].map(Member::unknown));
     }
 
     #[test]

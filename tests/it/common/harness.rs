@@ -36,7 +36,17 @@ impl Harness {
         hooks: groupwatch::app::Hooks,
         make_config: impl Fn(&str, &TestStore, &str) -> String,
     ) -> Harness {
-        let sim = sim::spawn(sim_state(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        Self::start_with_state(store, hooks, sim_state(), make_config).await
+    }
+
+    /// [`Harness::start_custom`] with the simulator starting from `state`.
+    pub async fn start_with_state(
+        store: TestStore,
+        hooks: groupwatch::app::Hooks,
+        state: sim::SimState,
+        make_config: impl Fn(&str, &TestStore, &str) -> String,
+    ) -> Harness {
+        let sim = sim::spawn(state, "127.0.0.1:0".parse().unwrap()).await.unwrap();
         let simc = SimClient::new(sim.base_url());
         let exchange = unique_exchange();
         let config = make_config(&exchange, &store, &sim.base_url());

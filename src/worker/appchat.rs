@@ -1,0 +1,50 @@
+//! App group chats (`appchat`, seed 004's `ChatInfo`). WeCom sends no callback when an app's
+//! group chat changes, so each chat configured in `[[wecom]] appchats` is looked at every
+//! `appchat_poll_secs`: a reconcile request goes through the chat's inbound shard like a resync's,
+//! the chat's actor fetches it (`appchat/get`, see the WeCom client) and publishes what differs
+//! from the stored snapshot. Changes found this way have `occurred_at: null`, the first look is a
+//! baseline, and a change is believed once a second read confirms it (`worker.confirm_delay_ms`).
+
+use std::time::Duration;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WecomTenant;
+use crate::core::clock::now_ms;
+use crate::core::model::Provider;
+use crate::queue::inbound::{Inbound, InboundEvent, Work};
+
+/// Polls every tenant's app chats until `stop`, one timer per tenant. The first look is at once,
+/// so that the baseline is in place before anything changes.
+pub async fn poll(inbound: Inbound, tenants: Vec<WecomTenant>, stop: CancellationToken) {
+    let tasks = tenants.into_iter().filter(|t| !t.appchats.is_empty()).map(|t| {
+        let inbound = inbound.clone();
+        let stop = stop.clone();
+        async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(t.appchat_poll_secs));
+            // A tick missed while the broker was away is not worth two looks in a row.
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                request(&inbound, &t).await;
+            }
+        }
+    });
+    futures_util::future::join_all(tasks).await;
+}
+
+async fn request(inbound: &Inbound, tenant: &WecomTenant) {
+    let at = now_ms();
+    let requests = tenant.appchats.iter().map(|chat| {
+        inbound.hand_off(InboundEvent::request(Work::Reconcile, Provider::Wecom, &tenant.tenant, chat, at))
+    });
+    let failed = futures_util::future::join_all(requests).await.into_iter().filter(Result::is_err).count();
+    if failed > 0 {
+        // The next tick asks again; nothing is lost but time.
+        tracing::warn!(tenant = %tenant.tenant, failed, "app chat poll could not be queued");
+    }
+    metrics::counter!("groupwatch_appchat_polls_total").increment((tenant.appchats.len() - failed) as u64);
+}
