@@ -8,18 +8,26 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Wecom,
+    Dingtalk,
+    Tim,
 }
 
 impl Provider {
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Wecom => "wecom",
+            Provider::Dingtalk => "dingtalk",
+            Provider::Tim => "tim",
         }
     }
+
+    pub const ALL: [Provider; 3] = [Provider::Wecom, Provider::Dingtalk, Provider::Tim];
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "wecom" => Some(Provider::Wecom),
+            "dingtalk" => Some(Provider::Dingtalk),
+            "tim" => Some(Provider::Tim),
             _ => None,
         }
     }
