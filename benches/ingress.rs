@@ -1,10 +1,10 @@
-//! verify + decrypt + parse of one callback: the CPU work on the HTTP path.
-//! Run: `cargo bench --bench ingress`
+//! verify + decrypt + parse of one callback through the provider's codec: the CPU work on the
+//! HTTP path. Run: `cargo bench --bench ingress`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use groupwatch::provider::wecom::xml::{parse_callback, parse_envelope};
-use groupwatch::provider::wxbiz::WxCrypt;
-use groupwatch::tools::replay::{sign_event, SignedCallback};
+use groupwatch::provider::wecom::codec::{sign, WecomCodec};
+use groupwatch::provider::wecom::config::WecomTenant;
+use groupwatch::provider::{CallbackCodec, CallbackRequest, Method};
 use std::hint::black_box;
 
 // The allocator `serve` runs with (see src/main.rs), so the figure is the server's.
@@ -35,19 +35,33 @@ fn large() -> String {
         .replace("<Item><![CDATA[wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA]]></Item>", &items)
 }
 
+fn wecom_tenant() -> WecomTenant {
+    let toml = format!(
+        "tenant = \"acme\"\ncorp_id = \"{CORP}\"\ntoken = \"QDG6eK\"\n\
+         encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\nsecret = \"s\"\nallow_documented_test_key = true\n"
+    );
+    toml::from_str(&toml).unwrap()
+}
+
 fn bench_ingress(c: &mut Criterion) {
-    let crypt = WxCrypt::new("QDG6eK", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", CORP).unwrap();
+    let tenant = wecom_tenant();
+    let crypt = tenant.crypt().unwrap();
+    let codec = WecomCodec::new(&tenant, None).unwrap();
     let mut group = c.benchmark_group("ingress");
     group.throughput(Throughput::Elements(1));
     for (name, xml) in [("typical", typical()), ("large_120_members", large())] {
-        let signed: SignedCallback = sign_event(&crypt, xml.as_bytes(), 1_700_000_000);
-        let (sig, ts, nonce) = (&signed.query[0].1, &signed.query[1].1, &signed.query[2].1);
+        let signed = sign(&crypt, xml.as_bytes(), 1_700_000_000);
+        let query: String = signed.query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
         eprintln!("{name}: {} byte body", signed.body.len());
-        group.bench_function(format!("verify_decrypt_parse/{name}"), |b| {
+        group.bench_function(format!("wecom/verify_decrypt_parse/{name}"), |b| {
             b.iter(|| {
-                let encrypted = parse_envelope(black_box(&signed.body)).unwrap();
-                let plain = crypt.verify_and_decrypt(sig, ts, nonce, &encrypted).unwrap();
-                black_box(parse_callback(&plain).unwrap())
+                let request = CallbackRequest {
+                    method: Method::Post,
+                    query: Some(black_box(&query)),
+                    body: black_box(&signed.body),
+                    now_ms: 1_700_000_000_000,
+                };
+                black_box(codec.accept(&request).unwrap())
             })
         });
     }

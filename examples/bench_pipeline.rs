@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     simc.fault(json!({"latency_ms": latency_ms})).await?;
-    let replayer = Arc::new(Replayer::new(&tenant, &url)?);
+    let replayer = Arc::new(Replayer::wecom(&tenant, &url)?);
     println!("simulated WeCom API latency: {latency_ms} ms");
 
     // The chats exist already (a burst hits a known group): one create callback each, then wait.

@@ -3,8 +3,8 @@
 //!
 //! `cargo run --release --example gen_callbacks -- OUT_FILE N [TENANT [FIRST]]`
 
+use groupwatch::provider::wecom::codec::sign;
 use groupwatch::provider::wxbiz::WxCrypt;
-use groupwatch::tools::replay::sign_event;
 use std::io::Write;
 
 // The bench tenant's credentials (bench/groupwatch-bench.toml).
@@ -38,10 +38,11 @@ fn main() -> std::io::Result<()> {
             i * 2,
             i * 2 + 1
         );
-        let signed = sign_event(&crypt, xml.as_bytes(), now);
+        let signed = sign(&crypt, xml.as_bytes(), now);
         let query: Vec<String> = signed.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         body_bytes += signed.body.len();
-        writeln!(file, "/wecom/{tenant}/callback?{}\t{}", query.join("&"), signed.body)?;
+        let body = String::from_utf8(signed.body).expect("the envelope is text");
+        writeln!(file, "/wecom/{tenant}/callback?{}\t{}", query.join("&"), body)?;
     }
     file.flush()?;
     eprintln!("{n} callbacks, {} bytes per body on average", body_bytes / n.max(1));

@@ -16,10 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Config;
-use crate::core::consistency::{Consistency, Judge};
-use crate::core::model::Provider;
+use crate::ingress::aliases::Aliases;
 use crate::ingress::{self, CallbackState};
-use crate::provider::wecom::{ApiLimits, WecomClient};
+use crate::provider::registry::Registry;
 use crate::queue::broker::Broker;
 use crate::queue::inbound::{Batching, Inbound};
 use crate::queue::publish::Publisher;
@@ -41,7 +40,8 @@ pub struct Application {
     listener: Option<TcpListener>,
     store: Arc<dyn SnapshotStore>,
     worker: Option<Arc<Worker>>,
-    client: WecomClient,
+    registry: Arc<Registry>,
+    aliases: Arc<Aliases>,
     broker: Broker,
     broker_task: tokio::task::JoinHandle<()>,
     inbound: Inbound,
@@ -72,7 +72,9 @@ impl Application {
             broker.clone(),
             Batching { max_events: config.amqp.handoff_max_batch, in_flight: config.amqp.handoff_in_flight },
         );
-        let (pipeline, client) = build_pipeline(&config, store.clone(), &broker, hooks.halt);
+        let registry = Arc::new(Registry::build(&config)?);
+        let aliases = Arc::new(Aliases::new(store.clone()));
+        let pipeline = build_pipeline(&config, registry.clone(), store.clone(), &broker, hooks.halt);
         let worker = config.worker.enabled.then(|| {
             let settings = WorkerSettings {
                 prefetch: config.worker.prefetch,
@@ -80,8 +82,8 @@ impl Application {
                 dedupe_window: Duration::from_secs(config.worker.dedupe_window_secs),
                 dedupe_max: config.worker.dedupe_max_keys,
             };
-            let tenants = config.wecom.iter().map(|t| (Provider::Wecom, t.tenant.clone())).collect();
-            Arc::new(Worker::new(pipeline.clone(), broker.clone(), settings, tenants))
+            let tenants = registry.tenants();
+            Arc::new(Worker::new(pipeline.clone(), broker.clone(), inbound.clone(), aliases.clone(), settings, tenants))
         });
         let listener = if config.http.enabled {
             let listener = TcpListener::bind(config.http.listen)
@@ -91,7 +93,7 @@ impl Application {
         } else {
             None
         };
-        Ok(Self { config, listener, store, worker, client, broker, broker_task, inbound, shutdown })
+        Ok(Self { config, listener, store, worker, registry, aliases, broker, broker_task, inbound, shutdown })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -103,9 +105,11 @@ impl Application {
     }
 
     fn router(&self) -> anyhow::Result<Router> {
+        let state =
+            CallbackState::new(self.registry.clone(), self.inbound.clone(), self.aliases.clone(), &self.config.http);
         let callbacks = Router::new()
-            .route("/wecom/{tenant}/callback", get(ingress::verify_url).post(ingress::receive_event))
-            .with_state(CallbackState::new(&self.config.wecom, self.inbound.clone(), &self.config.http)?);
+            .route("/{provider}/{tenant}/callback", get(ingress::callback).post(ingress::callback))
+            .with_state(state);
         let ops = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
@@ -154,10 +158,9 @@ impl Application {
         let worker_task = self.worker.clone().map(|w| tokio::spawn(w.run(worker_stop.clone())));
         let resync_task = (self.worker.is_some() && self.config.resync.interval_secs > 0).then(|| {
             tokio::spawn(resync::run_periodically(
-                self.client.clone(),
+                self.registry.clone(),
                 self.inbound.clone(),
-                self.config.wecom.clone(),
-                self.config.resync.page_size,
+                self.config.clone(),
                 Duration::from_secs(self.config.resync.interval_secs),
                 worker_stop.clone(),
             ))
@@ -218,43 +221,34 @@ async fn readyz(State(ops): State<OpsState>) -> impl IntoResponse {
     (StatusCode::OK, "ready".to_owned())
 }
 
-/// The fetch → diff → publish → save pipeline and the WeCom client behind it, as `serve` and
-/// `resync` both use them.
+/// The load → fetch → judge → diff → commit → publish pipeline, as `serve` runs it.
 pub fn build_pipeline(
     config: &Config,
+    registry: Arc<Registry>,
     store: Arc<dyn SnapshotStore>,
     broker: &Broker,
     halt: Option<Arc<Halt>>,
-) -> (Arc<Pipeline>, WecomClient) {
-    let limits = ApiLimits {
-        per_minute: config.worker.api_rate_per_minute,
-        concurrency: config.worker.api_concurrency,
-        timeout: Duration::from_millis(config.worker.api_timeout_ms),
-        rate_limit_pause: Duration::from_millis(config.worker.api_rate_limit_pause_ms),
-    };
-    let client = WecomClient::new(&config.wecom, limits);
-    let pipeline = Pipeline {
-        source: Arc::new(client.clone()),
+) -> Arc<Pipeline> {
+    Arc::new(Pipeline {
+        registry,
         store,
         publisher: Publisher::new(broker.clone()),
-        judge: Judge {
-            rule: Consistency::MemberVersion,
-            stale_horizon_ms: config.worker.stale_horizon_secs as i64 * 1000,
-        },
         settings: Settings {
             coalesce: Duration::from_millis(config.worker.coalesce_ms),
             retry_delays: config.worker.retry_delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
             confirm_delay: Duration::from_millis(config.worker.confirm_delay_ms),
+            stale_horizon: Duration::from_secs(config.worker.stale_horizon_secs),
         },
         halt,
-    };
-    (Arc::new(pipeline), client)
+    })
 }
 
-/// `groupwatch resync`: queues a reconcile request for every group of the given tenants and, with
-/// `wait`, follows the running workers until they are done; returns a summary per tenant.
+/// `groupwatch resync`: queues a reconcile request for every group of the chosen tenants (all
+/// providers, or `provider`'s; all tenants, or those named) and, with `wait`, follows the
+/// running workers until they are done; returns a summary per tenant.
 pub async fn resync_once(
     config: &Config,
+    provider: Option<crate::core::model::Provider>,
     tenants: &[String],
     owners_override: &[String],
     wait: Option<Duration>,
@@ -267,14 +261,18 @@ pub async fn resync_once(
         .await
         .map_err(|_| anyhow::anyhow!("cannot reach RabbitMQ at amqp.url"))?;
     let inbound = Inbound::new(broker.clone(), Batching::default());
-    let (_, client) = build_pipeline(config, store.clone(), &broker, None);
+    let registry = Registry::build(config)?;
     let mut summaries = Vec::new();
-    for t in config.wecom.iter().filter(|t| tenants.is_empty() || tenants.contains(&t.tenant)) {
-        let owners = if owners_override.is_empty() { t.resync_owners()? } else { owners_override.to_vec() };
-        let summary =
-            resync::resync_tenant(&client, &inbound, &store, &t.tenant, &owners, config.resync.page_size, wait)
-                .await
-                .map_err(|e| anyhow::anyhow!("resync {}: {e}", t.tenant))?;
+    for mut target in resync::targets(config)? {
+        if provider.is_some_and(|p| p != target.provider) || !(tenants.is_empty() || tenants.contains(&target.tenant)) {
+            continue;
+        }
+        if !owners_override.is_empty() {
+            target.owners = owners_override.to_vec();
+        }
+        let summary = resync::resync_tenant(&registry, &inbound, &store, &target, wait)
+            .await
+            .map_err(|e| anyhow::anyhow!("resync {} {}: {e}", target.provider, target.tenant))?;
         summaries.push(summary);
     }
     drop(inbound);

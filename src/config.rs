@@ -9,7 +9,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::provider::wxbiz as crypto;
+use crate::provider::dingtalk::config::DingtalkTenant;
+use crate::provider::tim::config::TimTenant;
+use crate::provider::wecom::config::WecomTenant;
 
 pub const ENV_PREFIX: &str = "GROUPWATCH__";
 
@@ -21,7 +23,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self { key: key.into(), reason: reason.into() }
     }
 }
@@ -53,7 +55,7 @@ impl<'de> Deserialize<'de> for Secret {
 
 /// Accepts a string, or a number/bool written without quotes (an environment variable such as
 /// `GROUPWATCH__WECOM__ACME__SECRET=12345` arrives untyped and is read as TOML).
-fn string_like<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn string_like<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Scalar {
@@ -87,6 +89,10 @@ pub struct Config {
     pub resync: ResyncConfig,
     #[serde(default)]
     pub wecom: Vec<WecomTenant>,
+    #[serde(default)]
+    pub dingtalk: Vec<DingtalkTenant>,
+    #[serde(default)]
+    pub tim: Vec<TimTenant>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,90 +285,6 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WecomTenant {
-    #[serde(deserialize_with = "string_like")]
-    pub tenant: String,
-    #[serde(deserialize_with = "string_like")]
-    pub corp_id: String,
-    /// The callback Token.
-    pub token: Secret,
-    /// The callback EncodingAESKey (43 characters).
-    pub encoding_aes_key: Secret,
-    /// Secret of an app allowed to call the customer-contact APIs.
-    pub secret: Secret,
-    #[serde(default = "default_api_base")]
-    pub api_base: String,
-    /// The receive id inside encrypted messages; the corp id for self-built apps (the default),
-    /// the suite id for a third-party app's instruction callback.
-    #[serde(default)]
-    pub receive_id: Option<String>,
-    /// Group owners whose groups `resync` walks (in batches of 100). Empty: no owner filter,
-    /// which WeCom refuses (81017) when the app sees more than 1000 people.
-    #[serde(default)]
-    pub owners: Vec<String>,
-    /// A file with one owner userid per line, added to `owners`.
-    #[serde(default)]
-    pub owners_file: Option<std::path::PathBuf>,
-    /// Accepts the Token and EncodingAESKey published in WeCom's documentation, with which
-    /// anyone can sign callbacks. For `demo` and the tests only; `serve` warns when it is used.
-    #[serde(default)]
-    pub allow_documented_test_key: bool,
-    /// Group chats created by an app (`appchat`): WeCom sends no callback for them, so `serve`
-    /// polls `appchat/get` for each and publishes their changes like any other group's.
-    #[serde(default)]
-    pub appchats: Vec<String>,
-    /// How often `serve` looks at each of `appchats`.
-    #[serde(default = "default_appchat_poll_secs")]
-    pub appchat_poll_secs: u64,
-}
-
-/// The Token and EncodingAESKey of WeCom's documentation (doc 90968), public and so worthless as
-/// secrets: refused unless a tenant sets `allow_documented_test_key`.
-pub const DOCUMENTED_TEST_TOKEN: &str = "QDG6eK";
-pub const DOCUMENTED_TEST_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
-
-fn default_api_base() -> String {
-    "https://qyapi.weixin.qq.com".into()
-}
-
-fn default_appchat_poll_secs() -> u64 {
-    300
-}
-
-/// A day: polling an app chat less often than this is not watching it.
-const APPCHAT_POLL_MAX_SECS: u64 = 86_400;
-
-impl WecomTenant {
-    pub fn receive_id(&self) -> &str {
-        self.receive_id.as_deref().unwrap_or(&self.corp_id)
-    }
-
-    /// `owners` plus the lines of `owners_file` (blank lines and `#` comments skipped).
-    pub fn resync_owners(&self) -> std::io::Result<Vec<String>> {
-        let mut owners = self.owners.clone();
-        if let Some(path) = &self.owners_file {
-            let text = std::fs::read_to_string(path)?;
-            owners.extend(
-                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
-            );
-        }
-        owners.sort();
-        owners.dedup();
-        Ok(owners)
-    }
-
-    /// Whether the tenant uses the documentation's public Token or EncodingAESKey.
-    pub fn uses_documented_test_key(&self) -> bool {
-        self.token.expose() == DOCUMENTED_TEST_TOKEN || self.encoding_aes_key.expose() == DOCUMENTED_TEST_KEY
-    }
-
-    pub fn crypt(&self) -> Result<crypto::WxCrypt, crypto::CryptoError> {
-        crypto::WxCrypt::new(self.token.expose(), self.encoding_aes_key.expose(), self.receive_id())
-    }
-}
-
 impl Config {
     /// Reads `path`, applies `GROUPWATCH__…` overrides from `env`, then validates.
     pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
@@ -402,68 +324,40 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.wecom.is_empty() {
-            return Err(ConfigError::new("wecom", "at least one [[wecom]] tenant is required"));
+        if self.wecom.is_empty() && self.dingtalk.is_empty() && self.tim.is_empty() {
+            return Err(ConfigError::new(
+                "wecom",
+                "at least one [[wecom]], [[dingtalk]] or [[tim]] tenant is required",
+            ));
         }
+        let mut tenants = std::collections::BTreeSet::new();
         for (i, t) in self.wecom.iter().enumerate() {
-            let key = |field: &str| format!("wecom[{i}].{field}");
-            if t.tenant.is_empty()
-                || !t.tenant.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-            {
-                return Err(ConfigError::new(key("tenant"), format!("{:?} must match [a-z0-9_-]+", t.tenant)));
-            }
-            if self.wecom[..i].iter().any(|other| other.tenant == t.tenant) {
-                return Err(ConfigError::new(key("tenant"), format!("{:?} is configured twice", t.tenant)));
-            }
-            if t.corp_id.trim().is_empty() {
-                return Err(ConfigError::new(key("corp_id"), "must not be empty"));
-            }
-            if t.token.expose().is_empty() {
-                return Err(ConfigError::new(key("token"), "must not be empty"));
-            }
-            if crypto::decode_aes_key(t.encoding_aes_key.expose()).is_err() {
+            t.validate(&format!("wecom[{i}]"))?;
+            if !tenants.insert(t.tenant.as_str()) {
                 return Err(ConfigError::new(
-                    key("encoding_aes_key"),
-                    "must be 43 characters [A-Za-z0-9] that decode to a 32-byte key",
+                    format!("wecom[{i}].tenant"),
+                    format!("{:?} is configured twice", t.tenant),
                 ));
             }
-            if t.uses_documented_test_key() && !t.allow_documented_test_key {
-                let field =
-                    if t.encoding_aes_key.expose() == DOCUMENTED_TEST_KEY { "encoding_aes_key" } else { "token" };
+        }
+        let mut tenants = std::collections::BTreeSet::new();
+        for (i, t) in self.dingtalk.iter().enumerate() {
+            t.validate(&format!("dingtalk[{i}]"))?;
+            if !tenants.insert(t.tenant.as_str()) {
                 return Err(ConfigError::new(
-                    key(field),
-                    "is the public test value of WeCom's documentation, with which anyone can sign callbacks; \
-                     use your own (allow_documented_test_key = true is for demos and tests only)",
+                    format!("dingtalk[{i}].tenant"),
+                    format!("{:?} is configured twice", t.tenant),
                 ));
             }
-            if t.secret.expose().is_empty() {
-                return Err(ConfigError::new(key("secret"), "must not be empty"));
-            }
-            if t.receive_id.as_deref().is_some_and(|r| r.trim().is_empty()) {
-                return Err(ConfigError::new(key("receive_id"), "must not be empty (leave it out to use corp_id)"));
-            }
-            check_api_base(&key("api_base"), &t.api_base)?;
-            for (j, chat) in t.appchats.iter().enumerate() {
-                if chat.trim().is_empty() {
-                    return Err(ConfigError::new(format!("wecom[{i}].appchats[{j}]"), "must not be empty"));
-                }
-                if t.appchats[..j].contains(chat) {
-                    return Err(ConfigError::new(
-                        format!("wecom[{i}].appchats[{j}]"),
-                        format!("{chat:?} is listed twice"),
-                    ));
-                }
-            }
-            if !(1..=APPCHAT_POLL_MAX_SECS).contains(&t.appchat_poll_secs) {
-                return Err(ConfigError::new(key("appchat_poll_secs"), "must be between 1 and 86400"));
-            }
-            if let Some(path) = &t.owners_file {
-                if !path.is_file() {
-                    return Err(ConfigError::new(
-                        key("owners_file"),
-                        format!("{} is not a readable file", path.display()),
-                    ));
-                }
+        }
+        let mut tenants = std::collections::BTreeSet::new();
+        for (i, t) in self.tim.iter().enumerate() {
+            t.validate(&format!("tim[{i}]"))?;
+            if !tenants.insert(t.tenant.as_str()) {
+                return Err(ConfigError::new(
+                    format!("tim[{i}].tenant"),
+                    format!("{:?} is configured twice", t.tenant),
+                ));
             }
         }
         check_url("amqp.url", self.amqp.url.expose(), &["amqp", "amqps"])?;
@@ -588,7 +482,7 @@ pub const MAX_TIMESTAMP_WINDOW_SECS: u64 = 3600;
 
 /// Checks that a numeric key lies within `min..=max`; `unit` (`"ms"`, `"s"` or `""`) names what
 /// the numbers count, for the error line.
-fn in_range(key: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<(), ConfigError> {
+pub(crate) fn in_range(key: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         return Ok(());
     }
@@ -598,7 +492,7 @@ fn in_range(key: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<(),
 
 /// `api_base` carries `corpsecret` and `access_token` in its queries: plain `http` only to this
 /// machine (the simulator, a local proxy), never across a network.
-fn check_api_base(key: &str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_api_base(key: &str, value: &str) -> Result<(), ConfigError> {
     check_url(key, value, &["http", "https"])?;
     let url = url::Url::parse(value).map_err(|_| ConfigError::new(key, "must be a URL"))?;
     let loopback = match url.host() {
@@ -616,8 +510,17 @@ fn check_api_base(key: &str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// A tenant name is a path segment and a routing-key word: `[a-z0-9_-]+`.
+pub(crate) fn check_tenant_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(ConfigError::new(key, format!("{name:?} must match [a-z0-9_-]+")));
+    }
+    Ok(())
+}
+
 /// Checks a URL's scheme without echoing it back: it may carry a password.
-fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+pub(crate) fn check_url(key: &str, value: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     let scheme = value.split_once("://").map(|(s, _)| s);
     match (scheme, url::Url::parse(value)) {
         (Some(s), Ok(_)) if schemes.contains(&s) => Ok(()),

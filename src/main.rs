@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use groupwatch::app::Application;
 use groupwatch::config::Config;
+use groupwatch::core::model::Provider;
 use groupwatch::telemetry;
-use groupwatch::tools::replay::Replayer;
+use groupwatch::tools::replay::{ReplayError, Replayer};
 use groupwatch::tools::wecom_admin::{self, CommandError, WecomCommand};
 
 #[derive(Parser)]
@@ -32,29 +33,35 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Encrypt, sign and POST fixture events to a callback URL, as WeCom would; or, with
-    /// --dead-letters, move the dead-letter queue back into the inbound queues.
+    /// Sign (and encrypt) fixture events and POST them to a callback URL, as the vendor would;
+    /// or, with --dead-letters, move the dead-letter queue back into the inbound queues.
     Replay {
         #[command(flatten)]
         config: ConfigArg,
-        /// The tenant whose Token and EncodingAESKey sign the events.
+        /// The tenant whose callback credentials sign the events.
         #[arg(long, required_unless_present = "dead_letters")]
         tenant: Option<String>,
+        /// The tenant's provider (wecom, dingtalk, tim), when several have a tenant of that name.
+        #[arg(long, value_parser = parse_provider)]
+        provider: Option<Provider>,
         /// The callback URL, e.g. http://127.0.0.1:8080/wecom/acme/callback
         #[arg(long, required_unless_present = "dead_letters")]
         url: Option<String>,
-        /// Plaintext event XML files.
+        /// Plaintext event files (WeCom XML, DingTalk or Tencent IM JSON).
         #[arg(required_unless_present = "dead_letters")]
         fixtures: Vec<PathBuf>,
         /// Re-inject every message of {exchange}.dead into the inbound queues.
         #[arg(long, conflicts_with_all = ["tenant", "url", "fixtures"])]
         dead_letters: bool,
     },
-    /// Walk groupchat/list and have the running workers reconcile every group with its stored
-    /// snapshot, publishing what differs.
+    /// List every group and have the running workers reconcile each with its stored snapshot,
+    /// publishing what differs.
     Resync {
         #[command(flatten)]
         config: ConfigArg,
+        /// Only this provider's tenants (wecom, dingtalk, tim; default: all).
+        #[arg(long, value_parser = parse_provider)]
+        provider: Option<Provider>,
         /// Only this tenant (default: all).
         #[arg(long)]
         tenant: Option<String>,
@@ -106,6 +113,10 @@ Example: hand every group of resigned owners to sam
   groupwatch wecom groups --config gw.toml --tenant acme --status resigned --json \\
     | jq -r '.[].chat_id' \\
     | xargs -r -n 100 groupwatch wecom transfer --config gw.toml --tenant acme --resigned --new-owner sam";
+
+fn parse_provider(s: &str) -> Result<Provider, String> {
+    Provider::parse(s).ok_or_else(|| format!("{s:?} is not a provider (wecom, dingtalk, tim)"))
+}
 
 enum Failure {
     Usage(String),
@@ -174,15 +185,15 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { config, tenant, url, fixtures, .. } => {
+        Command::Replay { config, tenant, provider, url, fixtures, .. } => {
             let (Some(tenant), Some(url)) = (tenant, url) else {
                 return Err(Failure::Usage("replay needs --tenant and --url (or --dead-letters)".into()));
             };
             let config = load_config(&config)?;
-            let tenant = config
-                .tenant(&tenant)
-                .ok_or_else(|| Failure::Usage(format!("--tenant: {tenant:?} is not a configured [[wecom]] tenant")))?;
-            let replayer = Replayer::new(tenant, &url).map_err(|e| Failure::Usage(format!("--url: {e}")))?;
+            let replayer = Replayer::for_tenant(&config, provider, &tenant, &url).map_err(|e| match e {
+                ReplayError::Url(_) => Failure::Usage(format!("--url: {e}")),
+                other => Failure::Usage(format!("--tenant: {other}")),
+            })?;
             let mut all_ok = true;
             for fixture in &fixtures {
                 match replayer.post_file(fixture).await {
@@ -198,19 +209,22 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             }
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Resync { config, tenant, owners, no_wait, timeout } => {
+        Command::Resync { config, provider, tenant, owners, no_wait, timeout } => {
             let config = load_config(&config)?;
             telemetry::init_logging(&config.log);
             config.warn_documented_test_keys();
             if let Some(t) = &tenant {
-                if config.tenant(t).is_none() {
-                    return Err(Failure::Usage(format!("--tenant: {t:?} is not a configured [[wecom]] tenant")));
+                let known = groupwatch::worker::resync::targets(&config)?
+                    .iter()
+                    .any(|target| &target.tenant == t && provider.is_none_or(|p| p == target.provider));
+                if !known {
+                    return Err(Failure::Usage(format!("--tenant: {t:?} is not a configured tenant")));
                 }
             }
             let tenants: Vec<String> = tenant.into_iter().collect();
             let wait = (!no_wait).then(|| std::time::Duration::from_secs(timeout));
             let mut all_done = true;
-            for summary in groupwatch::app::resync_once(&config, &tenants, &owners, wait).await? {
+            for summary in groupwatch::app::resync_once(&config, provider, &tenants, &owners, wait).await? {
                 all_done &= summary.groups_failed == 0;
                 println!("{summary}");
             }

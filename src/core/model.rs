@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a group lives. Routing keys and stored snapshots are keyed by it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Wecom,

@@ -56,6 +56,10 @@ pub struct InboundEvent {
     /// share a key and must both be processed).
     #[serde(default)]
     pub dedupe: bool,
+    /// `chat_id` is another name of the chat (DingTalk's `openConversationId`) that the front
+    /// door could not map to its id: the worker maps it, or parks the item.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_alias: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reports: Vec<ChangeReport>,
 }
@@ -80,6 +84,7 @@ impl InboundEvent {
             key,
             work: Work::Change,
             dedupe,
+            by_alias: false,
             reports,
         }
     }
@@ -96,6 +101,7 @@ impl InboundEvent {
             key,
             work,
             dedupe: false,
+            by_alias: false,
             reports: Vec::new(),
         }
     }
@@ -184,6 +190,7 @@ mod v1 {
                 key: e.key,
                 work: Work::Change,
                 dedupe: crate::provider::wecom::callback::dedupable(&e.event),
+                by_alias: false,
                 reports: vec![crate::provider::wecom::report_of(&e.event)],
             })
             .collect())

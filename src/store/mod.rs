@@ -70,6 +70,10 @@ pub trait SnapshotStore: Send + Sync {
     async fn applied(&self, key: &GroupKey, items: &[String]) -> Result<Vec<String>, StoreError>;
     /// Forgets applied items recorded before `before_ms`, at most `limit` of them.
     async fn prune_applied(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError>;
+    /// Records that `alias` names the chat `key` (DingTalk's `openConversationId`).
+    async fn learn_alias(&self, key: &GroupKey, alias: &str) -> Result<(), StoreError>;
+    /// The chat `alias` names, if an earlier notification taught it.
+    async fn resolve_alias(&self, provider: Provider, tenant: &str, alias: &str) -> Result<Option<String>, StoreError>;
     /// The chat's events not yet confirmed by the broker, in `seq` order.
     async fn unpublished(&self, key: &GroupKey) -> Result<Vec<OutboxEvent>, StoreError>;
     /// Marks the chat's events up to `through_seq` as published.
@@ -259,6 +263,11 @@ mod sql {
         "SELECT item_id FROM applied_items WHERE provider = $1 AND tenant = $2 AND chat_id = $3 AND item_id";
     pub const PRUNE_APPLIED: &str = "DELETE FROM applied_items WHERE applied_at_ms < $1 AND item_id IN \
          (SELECT item_id FROM applied_items WHERE applied_at_ms < $1 LIMIT $2)";
+    pub const LEARN_ALIAS: &str =
+        "INSERT INTO chat_aliases (provider, tenant, alias, chat_id) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (provider, tenant, alias) DO UPDATE SET chat_id = excluded.chat_id";
+    pub const RESOLVE_ALIAS: &str =
+        "SELECT chat_id FROM chat_aliases WHERE provider = $1 AND tenant = $2 AND alias = $3";
     pub const STUCK: &str = "SELECT DISTINCT provider, tenant, chat_id FROM group_events \
          WHERE published_at_ms IS NULL AND created_at_ms < $1 LIMIT $2";
     pub const CHAT_IDS: &str =
@@ -475,6 +484,35 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn learn_alias(
+                &self,
+                key: &$crate::core::model::GroupKey,
+                alias: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query::<$db>($crate::store::sql::LEARN_ALIAS)
+                    .bind(key.provider.as_str())
+                    .bind(&key.tenant)
+                    .bind(alias)
+                    .bind(&key.chat_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn resolve_alias(
+                &self,
+                provider: $crate::core::model::Provider,
+                tenant: &str,
+                alias: &str,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar($crate::store::sql::RESOLVE_ALIAS)
+                    .bind(provider.as_str())
+                    .bind(tenant)
+                    .bind(alias)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
             async fn chats_with_unpublished(
                 &self,
                 before_ms: i64,
@@ -566,6 +604,14 @@ impl<S: SnapshotStore> SnapshotStore for Metered<S> {
 
     async fn mark_published(&self, key: &GroupKey, through_seq: i64, at_ms: i64) -> Result<(), StoreError> {
         timed("mark_published", self.0.mark_published(key, through_seq, at_ms)).await
+    }
+
+    async fn learn_alias(&self, key: &GroupKey, alias: &str) -> Result<(), StoreError> {
+        timed("learn_alias", self.0.learn_alias(key, alias)).await
+    }
+
+    async fn resolve_alias(&self, provider: Provider, tenant: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        timed("resolve_alias", self.0.resolve_alias(provider, tenant, alias)).await
     }
 
     async fn chats_with_unpublished(&self, before_ms: i64, limit: i64) -> Result<Vec<GroupKey>, StoreError> {

@@ -113,7 +113,7 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
 
     let stop = CancellationToken::new();
     let running = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
-    let replayer = Replayer::new(&tenant, &url)?;
+    let replayer = Replayer::wecom(&tenant, &url)?;
 
     println!("groupwatch demo: simulator at {}, callbacks at {url}", sim.base_url());
     println!("events go to the topic exchange {exchange:?}\n");

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, WecomTenant};
+use crate::config::Config;
 use crate::core::clock::now_ms;
 use crate::core::model::Provider;
 use crate::core::report::{ChangeReport, ReportKind};
@@ -23,6 +23,7 @@ use crate::provider::wecom::admin::{
     status_label, AdminError, DayStat, JoinWayInfo, JoinWayOptions, JoinWaySpec, LocalDay, OwnerStat, StatData,
     StatRange, StatusFilter, TransferKind, TransferOutcome, TransferRequest, OWNER_FILTER_MAX,
 };
+use crate::provider::wecom::config::WecomTenant;
 use crate::provider::wecom::{ApiLimits, WecomAdmin, WecomClient};
 use crate::queue::broker::Broker;
 use crate::queue::inbound::{Batching, Inbound, InboundEvent};
@@ -729,7 +730,7 @@ mod tests {
         assert!(matches!(&e, CommandError::Usage(m) if m == "--state: too long"), "{e:?}");
         let e = failed_call(
             "groupchat/transfer",
-            AdminError::Api(crate::provider::FetchError::Permanent {
+            AdminError::Api(crate::provider::ApiError::Permanent {
                 errcode: 40058,
                 errmsg: "invalid Request Parameter".into(),
             }),

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WecomTenant;
 use crate::core::clock::now_ms;
 use crate::core::model::Provider;
+use crate::provider::wecom::config::WecomTenant;
 use crate::queue::inbound::{Inbound, InboundEvent, Work};
 
 /// Polls every tenant's app chats until `stop`, one timer per tenant. The first look is at once,

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::clock::now_ms;
 use crate::core::model::{GroupKey, Provider};
 use crate::core::report::ChangeReport;
+use crate::ingress::aliases::Aliases;
 use crate::queue::broker::{Broker, Link};
 use crate::queue::dead;
 use crate::queue::inbound::{self, Inbound, InboundEvent, Work};
@@ -100,6 +101,9 @@ impl ShardHealth {
 pub struct Worker {
     pipeline: Arc<Pipeline>,
     broker: Broker,
+    /// To forward work that named its chat by an alias to the chat's own shard.
+    inbound: Inbound,
+    aliases: Arc<Aliases>,
     prefetch: u16,
     actor_idle: Duration,
     recent: RecentKeys,
@@ -207,6 +211,8 @@ impl Worker {
     pub fn new(
         pipeline: Arc<Pipeline>,
         broker: Broker,
+        inbound: Inbound,
+        aliases: Arc<Aliases>,
         settings: WorkerSettings,
         tenants: HashSet<(Provider, String)>,
     ) -> Self {
@@ -214,6 +220,8 @@ impl Worker {
         Self {
             pipeline,
             broker,
+            inbound,
+            aliases,
             prefetch: settings.prefetch,
             actor_idle: settings.actor_idle,
             recent: RecentKeys::new(settings.dedupe_window, settings.dedupe_max),
@@ -389,6 +397,13 @@ impl Generation {
                 }
                 continue;
             }
+            if item.by_alias {
+                // Unacked on failure: the broker redelivers it with the next link.
+                if self.forward_by_alias(item).await {
+                    ack.done().await;
+                }
+                continue;
+            }
             if item.dedupe && self.worker.recent.contains(&item.key) {
                 metrics::counter!("groupwatch_callbacks_deduplicated_total", "provider" => item.provider.as_str())
                     .increment(1);
@@ -400,6 +415,30 @@ impl Generation {
             let key = GroupKey::new(item.provider, item.tenant.clone(), item.chat_id.clone());
             self.dispatch(key, Pending { item, ack: ack.clone() });
         }
+    }
+
+    /// Work that named its chat by an alias the front door could not map: map it now and send it
+    /// to the chat's own shard (so the chat's actor sees it in order), or park it.
+    async fn forward_by_alias(&self, mut item: InboundEvent) -> bool {
+        let done = match self.worker.aliases.resolve(item.provider, &item.tenant, &item.chat_id).await {
+            Some(chat_id) => {
+                item.chat_id = chat_id;
+                item.by_alias = false;
+                self.worker.inbound.hand_off(item).await.map_err(|e| e.to_string())
+            }
+            None => {
+                let reason = format!(
+                    "{} chat alias {:?} is not known: no earlier event named its chat; redrive once one has",
+                    item.provider, item.chat_id
+                );
+                dead::park_item(&self.worker.broker, &item, &reason).await.map_err(|e| e.to_string())
+            }
+        };
+        if let Err(e) = &done {
+            tracing::warn!(error = %e, "cannot forward or park work named by an alias; it will be redelivered");
+            self.link.mark_broken();
+        }
+        done.is_ok()
     }
 
     fn dispatch(self: &Arc<Self>, key: GroupKey, pending: Pending) {

@@ -17,7 +17,8 @@ use crate::core::consistency::{apply_named, as_reported, fingerprint, read_id, J
 use crate::core::diff::{self, Observed};
 use crate::core::model::{GroupEvent, GroupKey, GroupSnapshot, Replaced, StoredGroup};
 use crate::core::report::{target_version, ChangeReport, ReportKind};
-use crate::provider::{FetchError, GroupSource};
+use crate::provider::registry::Registry;
+use crate::provider::{ApiError, GroupSource};
 use crate::queue::publish::Publisher;
 use crate::store::{OutboxEvent, SnapshotStore, StoreError};
 
@@ -33,6 +34,8 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     /// A read that nothing proves current is believed once a read this much later agrees.
     pub confirm_delay: Duration,
+    /// A membership the chat left behind less than this long ago is a stale read.
+    pub stale_horizon: Duration,
 }
 
 /// What one attempt is asked to do.
@@ -126,10 +129,10 @@ impl Halt {
 }
 
 pub struct Pipeline {
-    pub source: Arc<dyn GroupSource>,
+    /// Each provider's group source and its consistency rule.
+    pub registry: Arc<Registry>,
     pub store: Arc<dyn SnapshotStore>,
     pub publisher: Publisher,
-    pub judge: Judge,
     pub settings: Settings,
     pub halt: Option<Arc<Halt>>,
 }
@@ -237,7 +240,8 @@ impl Pipeline {
         match self.store.commit(key, &prepared.group, &prepared.events, &prepared.items).await {
             Ok(_) => {}
             Err(StoreError::Conflict { .. }) => {
-                metrics::counter!("groupwatch_commit_conflicts_total").increment(1);
+                metrics::counter!("groupwatch_commit_conflicts_total", "provider" => key.provider.as_str())
+                    .increment(1);
                 tracing::info!(tenant = %key.tenant, chat_id = %key.chat_id, "another writer saved this chat first; starting again");
                 return Outcome::Conflict;
             }
@@ -273,7 +277,7 @@ impl Pipeline {
         };
         let reports = fresh_reports(previous.as_ref(), work.reports);
         if reports.is_empty() && !work.reconcile {
-            metrics::counter!("groupwatch_fetches_skipped_total").increment(1);
+            metrics::counter!("groupwatch_fetches_skipped_total", "provider" => key.provider.as_str()).increment(1);
             return Outcome::Done { events: 0, fetched: false, leftovers: false };
         }
         let now = now_ms();
@@ -307,7 +311,7 @@ impl Pipeline {
             }
         };
         let group = StoredGroup {
-            replaced: self.replaced(previous.as_ref(), &snapshot, &reports, now),
+            replaced: self.replaced(key, previous.as_ref(), &snapshot, &reports, now),
             snapshot,
             dismissed,
             updated_at_ms: now,
@@ -344,21 +348,28 @@ impl Pipeline {
     ) -> Result<(Belief, bool), Outcome> {
         let dismiss = reports.iter().any(|r| r.kind == ReportKind::Dismiss);
         if !dismiss && !work.reconcile && already_current(previous, reports) {
-            metrics::counter!("groupwatch_fetches_skipped_total").increment(1);
+            metrics::counter!("groupwatch_fetches_skipped_total", "provider" => key.provider.as_str()).increment(1);
             return Ok((Belief::Unchanged, false));
         }
-        let fetched = match self.source.fetch_group(&key.tenant, &key.chat_id).await {
+        let source: &dyn GroupSource = match self.registry.source(key.provider) {
+            Some(s) => s.as_ref(),
+            None => return Err(Outcome::Poison(format!("no {} tenant is configured", key.provider))),
+        };
+        let judge =
+            Judge { rule: source.consistency(), stale_horizon_ms: self.settings.stale_horizon.as_millis() as i64 };
+        let fetched = match source.fetch_group(&key.tenant, &key.chat_id).await {
             Ok(snapshot) if snapshot.chat_id != key.chat_id => {
                 let reason = format!("the API answered for chat {:?} instead", snapshot.chat_id);
-                metrics::counter!("groupwatch_fetches_total", "outcome" => "wrong_chat").increment(1);
+                metrics::counter!("groupwatch_fetches_total", "provider" => key.provider.as_str(), "outcome" => "wrong_chat").increment(1);
                 return Err(self.retry_or_poison(key, work.attempt, reason));
             }
             Ok(snapshot) => snapshot,
-            Err(FetchError::Gone { .. }) if dismiss => {
-                metrics::counter!("groupwatch_fetches_total", "outcome" => "gone").increment(1);
+            Err(ApiError::Gone { .. }) if dismiss => {
+                metrics::counter!("groupwatch_fetches_total", "provider" => key.provider.as_str(), "outcome" => "gone")
+                    .increment(1);
                 return Ok((Belief::Dismissed, true));
             }
-            Err(FetchError::Gone { .. }) if previous.is_some_and(|p| p.dismissed) => {
+            Err(ApiError::Gone { .. }) if previous.is_some_and(|p| p.dismissed) => {
                 // A late notification for a group already dismissed.
                 return Ok((Belief::Unchanged, true));
             }
@@ -366,18 +377,20 @@ impl Pipeline {
         };
         if dismiss {
             // A dismiss is believed once the API no longer has the group.
-            metrics::counter!("groupwatch_fetches_total", "outcome" => "stale").increment(1);
+            metrics::counter!("groupwatch_fetches_total", "provider" => key.provider.as_str(), "outcome" => "stale")
+                .increment(1);
             return Err(self.retry_or_poison(key, work.attempt, "the group still exists after its dismiss".into()));
         }
         let budget_spent = self.delay(work.attempt).is_none();
-        let verdict = self.judge.judge(previous, &fetched, reports, now);
+        let verdict = judge.judge(previous, &fetched, reports, now);
         let outcome = match verdict {
             Verdict::Current => "consistent",
             Verdict::NamedOnly => "newer",
             Verdict::Stale => "stale",
             Verdict::Unconfirmed { .. } => "unconfirmed",
         };
-        metrics::counter!("groupwatch_fetches_total", "outcome" => outcome).increment(1);
+        metrics::counter!("groupwatch_fetches_total", "provider" => key.provider.as_str(), "outcome" => outcome)
+            .increment(1);
         match verdict {
             Verdict::Current => {
                 *sighting = None;
@@ -393,7 +406,7 @@ impl Pipeline {
                 Ok((Belief::Group { snapshot: applied, leftovers: true }, true))
             }
             Verdict::Stale => {
-                metrics::counter!("groupwatch_stale_reads_total").increment(1);
+                metrics::counter!("groupwatch_stale_reads_total", "provider" => key.provider.as_str()).increment(1);
                 tracing::debug!(tenant = %key.tenant, chat_id = %key.chat_id, attempt = work.attempt,
                     "the group detail shows a membership already left behind; reading again later");
                 Err(self.not_yet(key, reports, work, "the group detail stayed older than what is stored"))
@@ -403,13 +416,14 @@ impl Pipeline {
                 let confirm_ms = self.settings.confirm_delay.as_millis() as i64;
                 let agrees = sighting.as_ref().is_some_and(|s| s.read == read && now - s.at_ms >= confirm_ms);
                 if agrees && (!contradicts || budget_spent) {
-                    metrics::counter!("groupwatch_reads_confirmed_total").increment(1);
+                    metrics::counter!("groupwatch_reads_confirmed_total", "provider" => key.provider.as_str())
+                        .increment(1);
                     *sighting = None;
                     let belief = match previous.filter(|p| contradicts && !p.dismissed) {
                         Some(p) => {
                             tracing::warn!(tenant = %key.tenant, chat_id = %key.chat_id,
                                 "a confirmed read contradicts the notifications; publishing what they reported and its reversal");
-                            metrics::counter!("groupwatch_reports_contradicted_total").increment(1);
+                            metrics::counter!("groupwatch_reports_contradicted_total", "provider" => key.provider.as_str()).increment(1);
                             Belief::Contradicted {
                                 as_reported: as_reported(&p.snapshot, &fetched, reports),
                                 snapshot: fetched,
@@ -424,7 +438,8 @@ impl Pipeline {
                 }
                 let waited = sighting.as_ref().map_or(0, |s| now - s.at_ms);
                 let confirm_in = Duration::from_millis((confirm_ms - waited).max(0) as u64);
-                metrics::counter!("groupwatch_consistency_retries_total").increment(1);
+                metrics::counter!("groupwatch_consistency_retries_total", "provider" => key.provider.as_str())
+                    .increment(1);
                 match self.not_yet(
                     key,
                     reports,
@@ -444,13 +459,15 @@ impl Pipeline {
         match self.delay(work.attempt) {
             Some(delay) => Outcome::RetryAfter(delay),
             None if reports.is_empty() => {
-                metrics::counter!("groupwatch_consistency_giveups_total").increment(1);
+                metrics::counter!("groupwatch_consistency_giveups_total", "provider" => key.provider.as_str())
+                    .increment(1);
                 tracing::warn!(tenant = %key.tenant, chat_id = %key.chat_id, attempts = work.attempt + 1,
                     "could not confirm the group's state; leaving it as stored");
                 Outcome::GaveUp
             }
             None => {
-                metrics::counter!("groupwatch_consistency_giveups_total").increment(1);
+                metrics::counter!("groupwatch_consistency_giveups_total", "provider" => key.provider.as_str())
+                    .increment(1);
                 self.retry_or_poison(key, work.attempt, reason.to_owned())
             }
         }
@@ -460,13 +477,14 @@ impl Pipeline {
     /// applied reports passed through (WeCom: `LastMemVer`, and `CurMemVer` short of the newest).
     fn replaced(
         &self,
+        key: &GroupKey,
         previous: Option<&StoredGroup>,
         next: &GroupSnapshot,
         reports: &[ChangeReport],
         now: i64,
     ) -> Vec<Replaced> {
         let Some(previous) = previous else { return Vec::new() };
-        let rule = self.judge.rule;
+        let Some(rule) = self.registry.source(key.provider).map(|s| s.consistency()) else { return Vec::new() };
         let next_fp = fingerprint(rule, next);
         let mut replaced = previous.replaced.clone();
         let mut left: Vec<String> = vec![fingerprint(rule, &previous.snapshot)];
@@ -484,23 +502,23 @@ impl Pipeline {
         replaced
     }
 
-    fn fetch_failed(&self, key: &GroupKey, e: FetchError, attempt: usize) -> Outcome {
+    fn fetch_failed(&self, key: &GroupKey, e: ApiError, attempt: usize) -> Outcome {
         let errcode = e.errcode().map(|c| c.to_string()).unwrap_or_else(|| "none".into());
         let outcome = match &e {
-            FetchError::Transient(_) => "transient",
-            FetchError::RateLimited { .. } => "rate_limited",
-            FetchError::Permanent { .. } => "permanent",
-            FetchError::Gone { .. } => "gone",
+            ApiError::Transient(_) => "transient",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Permanent { .. } => "permanent",
+            ApiError::Gone { .. } => "gone",
         };
-        metrics::counter!("groupwatch_fetches_total", "outcome" => outcome, "errcode" => errcode).increment(1);
+        metrics::counter!("groupwatch_fetches_total", "provider" => key.provider.as_str(), "outcome" => outcome, "errcode" => errcode).increment(1);
         match (&e, self.delay(attempt)) {
-            (FetchError::RateLimited { wait, .. }, _) => Outcome::Wait(*wait),
-            (FetchError::Permanent { .. } | FetchError::Gone { .. }, _) | (FetchError::Transient(_), None) => {
+            (ApiError::RateLimited { wait, .. }, _) => Outcome::Wait(*wait),
+            (ApiError::Permanent { .. } | ApiError::Gone { .. }, _) | (ApiError::Transient(_), None) => {
                 tracing::error!(tenant = %key.tenant, chat_id = %key.chat_id, error = %e, attempts = attempt + 1,
                     "giving up on the group fetch");
                 Outcome::Poison(e.to_string())
             }
-            (FetchError::Transient(_), Some(delay)) => {
+            (ApiError::Transient(_), Some(delay)) => {
                 tracing::warn!(tenant = %key.tenant, chat_id = %key.chat_id, error = %e, retry_in = ?delay, "group fetch failed");
                 Outcome::RetryAfter(delay)
             }

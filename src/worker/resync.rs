@@ -1,10 +1,12 @@
-//! Reconciliation. WeCom sends no callback for changes made through its API, and callbacks can
-//! be lost, so every group is looked at now and then (`groupwatch resync`, or periodically inside
-//! `serve`): `groupchat/list` names the groups, and each gets a reconcile request through its
-//! inbound shard, so the chat's one actor handles it in order with the chat's callbacks (never
-//! two writers at once). The actor fetches, judges and diffs as for a callback: changes found this
-//! way have `occurred_at: null`, a group seen for the first time becomes a baseline (no events),
-//! and nothing is believed that a second read does not confirm.
+//! Reconciliation. Vendors send no notification for some changes (WeCom: none for changes made
+//! through its API), and notifications can be lost, so every group is looked at now and then
+//! (`groupwatch resync`, or periodically inside `serve`): the provider's lister names the groups
+//! (WeCom `groupchat/list`, Tencent IM `get_appid_group_list`, DingTalk the chats groupwatch
+//! knows), and each gets a reconcile request through its inbound shard, so the chat's one actor
+//! handles it in order with the chat's notifications (never two writers at once). The actor
+//! fetches, judges and diffs as for a notification: changes found this way have
+//! `occurred_at: null`, a group seen for the first time becomes a baseline (no events), and
+//! nothing is believed that a second read does not confirm.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -13,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::WecomTenant;
+use crate::config::Config;
 use crate::core::clock::now_ms;
 use crate::core::model::Provider;
-use crate::provider::wecom::WecomClient;
-use crate::provider::FetchError;
+use crate::provider::registry::Registry;
+use crate::provider::{ApiError, GroupLister};
 use crate::queue::inbound::{HandOffError, Inbound, InboundEvent, Work};
 use crate::store::SnapshotStore;
 
@@ -52,65 +54,86 @@ impl std::fmt::Display for Summary {
 #[derive(Debug, thiserror::Error)]
 pub enum ResyncError {
     #[error("listing the groups failed: {0}")]
-    List(#[from] FetchError),
+    List(#[from] ApiError),
     #[error("queueing the reconcile requests failed: {0}")]
     HandOff(#[from] HandOffError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("no {0} tenant is configured")]
+    NoLister(Provider),
 }
 
-/// Lists one tenant's groups (optionally only those of `owners`) and queues a reconcile request
-/// for each; returns the chat ids.
+/// One tenant to reconcile; `owners` narrows WeCom's listing.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub provider: Provider,
+    pub tenant: String,
+    pub owners: Vec<String>,
+}
+
+/// Every configured tenant, with WeCom's owners (`owners` and `owners_file`, read now).
+pub fn targets(config: &Config) -> std::io::Result<Vec<Target>> {
+    let mut all = Vec::new();
+    for t in &config.wecom {
+        all.push(Target { provider: Provider::Wecom, tenant: t.tenant.clone(), owners: t.resync_owners()? });
+    }
+    for t in &config.dingtalk {
+        all.push(Target { provider: Provider::Dingtalk, tenant: t.tenant.clone(), owners: Vec::new() });
+    }
+    for t in &config.tim {
+        all.push(Target { provider: Provider::Tim, tenant: t.tenant.clone(), owners: Vec::new() });
+    }
+    Ok(all)
+}
+
+/// Lists one tenant's groups and queues a reconcile request for each; returns the chat ids.
 pub async fn request_tenant(
-    client: &WecomClient,
+    lister: &dyn GroupLister,
     inbound: &Inbound,
-    tenant: &str,
-    owners: &[String],
-    page_size: u32,
+    target: &Target,
 ) -> Result<Vec<String>, ResyncError> {
-    let chats = client.list_chats(tenant, owners, page_size).await?;
+    let chats = lister.list_groups(&target.tenant, &target.owners).await?;
     let at = now_ms();
     let requests = chats.iter().map(|chat| {
-        inbound.hand_off(InboundEvent::request(Work::Reconcile, Provider::Wecom, tenant, &chat.chat_id, at))
+        inbound.hand_off(InboundEvent::request(Work::Reconcile, target.provider, &target.tenant, chat, at))
     });
     // Handed off together, they share the group commit.
     for result in futures_util::future::join_all(requests).await {
         result?;
     }
-    metrics::counter!("groupwatch_resync_groups_total", "provider" => Provider::Wecom.as_str())
+    metrics::counter!("groupwatch_resync_groups_total", "provider" => target.provider.as_str())
         .increment(chats.len() as u64);
-    Ok(chats.into_iter().map(|c| c.chat_id).collect())
+    Ok(chats)
 }
 
 /// `groupwatch resync` for one tenant: queues the requests, then (with `wait`) follows the store
 /// until the workers have reconciled every listed group or the wait is over.
 pub async fn resync_tenant(
-    client: &WecomClient,
+    registry: &Registry,
     inbound: &Inbound,
     store: &Arc<dyn SnapshotStore>,
-    tenant: &str,
-    owners: &[String],
-    page_size: u32,
+    target: &Target,
     wait: Option<Duration>,
 ) -> Result<Summary, ResyncError> {
+    let lister = registry.lister(target.provider).ok_or(ResyncError::NoLister(target.provider))?;
     let started = Instant::now();
-    let calls_before = client.calls();
+    let calls_before = lister.calls();
     let before: HashMap<String, i64> =
-        store.progress(Provider::Wecom, tenant).await?.into_iter().map(|p| (p.chat_id, p.last_seq)).collect();
+        store.progress(target.provider, &target.tenant).await?.into_iter().map(|p| (p.chat_id, p.last_seq)).collect();
     let asked_at = now_ms();
-    let chats = request_tenant(client, inbound, tenant, owners, page_size).await?;
+    let chats = request_tenant(lister.as_ref(), inbound, target).await?;
     let mut summary = Summary {
-        tenant: tenant.to_owned(),
-        api_calls: client.calls() - calls_before,
+        tenant: target.tenant.clone(),
+        api_calls: lister.calls() - calls_before,
         groups_scanned: chats.len(),
         ..Default::default()
     };
     if let Some(wait) = wait {
-        let bar = progress_bar(tenant, chats.len());
+        let bar = progress_bar(&target.tenant, chats.len());
         let deadline = Instant::now() + wait;
         loop {
             let now: HashMap<String, (i64, i64)> = store
-                .progress(Provider::Wecom, tenant)
+                .progress(target.provider, &target.tenant)
                 .await?
                 .into_iter()
                 .map(|p| (p.chat_id, (p.last_seq, p.checked_at_ms)))
@@ -150,10 +173,9 @@ fn progress_bar(tenant: &str, len: usize) -> ProgressBar {
 
 /// Inside `serve`: every `interval`, queues a reconcile request for every group of every tenant.
 pub async fn run_periodically(
-    client: WecomClient,
+    registry: Arc<Registry>,
     inbound: Inbound,
-    tenants: Vec<WecomTenant>,
-    page_size: u32,
+    config: Config,
     interval: Duration,
     stop: CancellationToken,
 ) {
@@ -162,17 +184,20 @@ pub async fn run_periodically(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        for t in &tenants {
-            let owners = match t.resync_owners() {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(tenant = %t.tenant, error = %e, "cannot read owners_file; skipping this resync");
-                    continue;
-                }
-            };
-            match request_tenant(&client, &inbound, &t.tenant, &owners, page_size).await {
-                Ok(chats) => tracing::info!(tenant = %t.tenant, groups = chats.len(), "resync requested"),
-                Err(e) => tracing::warn!(tenant = %t.tenant, error = %e, "resync could not be requested"),
+        let targets = match targets(&config) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read an owners_file; skipping this resync");
+                continue;
+            }
+        };
+        for target in targets {
+            let Some(lister) = registry.lister(target.provider) else { continue };
+            match request_tenant(lister.as_ref(), &inbound, &target).await {
+                Ok(chats) => tracing::info!(provider = %target.provider, tenant = %target.tenant, groups = chats.len(),
+                    "resync requested"),
+                Err(e) => tracing::warn!(provider = %target.provider, tenant = %target.tenant, error = %e,
+                    "resync could not be requested"),
             }
         }
     }

@@ -79,7 +79,7 @@ async fn broker_cut_mid_stream_loses_and_invents_nothing() {
     // The test's own connection goes straight to the broker.
     let conn = amqp().await;
     let tap = Tap::new(&conn, &exchange).await;
-    let replayer = Arc::new(Replayer::new(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap());
+    let replayer = Arc::new(Replayer::wecom(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap());
     assert_eq!(status(&app.url("/readyz")).await, 200);
     assert_eq!(proxy.forwarded(), 1, "the app's one AMQP connection goes through the proxy");
 
@@ -187,7 +187,7 @@ async fn a_second_instance_with_another_shard_count_fails_at_start_up() {
     // The first instance still takes callbacks.
     let crypt = groupwatch::provider::wxbiz::WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
     let xml = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/wecom/create.xml")).unwrap();
-    let signed = groupwatch::tools::replay::sign_event(&crypt, &xml, groupwatch::core::clock::now_ms() / 1000);
+    let signed = sign_event(&crypt, &xml, groupwatch::core::clock::now_ms() / 1000);
     let mut url = url::Url::parse(&first.callback_url(TENANT)).unwrap();
     url.query_pairs_mut().extend_pairs(signed.query.iter().map(|(k, v)| (*k, v.as_str())));
     assert_eq!(reqwest::Client::new().post(url).body(signed.body).send().await.unwrap().status(), 200);

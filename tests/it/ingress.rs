@@ -3,7 +3,7 @@
 use crate::common::*;
 use groupwatch::provider::wecom::xml::{parse_callback, Callback};
 use groupwatch::provider::wxbiz::WxCrypt;
-use groupwatch::tools::replay::{sign_event, Replayer};
+use groupwatch::tools::replay::Replayer;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ async fn every_fixture_replayed_over_http_lands_in_the_inbound_queue() {
     let exchange = unique_exchange();
     let app = spawn_app(&test_config(&exchange, "")).await;
     let conn = amqp().await;
-    let replayer = Replayer::new(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap();
+    let replayer = Replayer::wecom(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap();
 
     let mut expected = Vec::new();
     for file in fixtures() {

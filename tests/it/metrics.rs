@@ -18,7 +18,7 @@ async fn metrics_expose_every_stage_after_a_short_scenario() {
     let app = spawn_app(&config).await;
     let conn = amqp().await;
     let tap = Tap::new(&conn, &exchange).await;
-    let replayer = Replayer::new(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap();
+    let replayer = Replayer::wecom(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap();
     let fixture =
         |name: &str| std::path::PathBuf::from(format!("{}/fixtures/wecom/{name}", env!("CARGO_MANIFEST_DIR")));
     assert_eq!(replayer.post_file(&fixture("create.xml")).await.unwrap(), 200);
@@ -58,7 +58,10 @@ async fn metrics_expose_every_stage_after_a_short_scenario() {
     ] {
         assert!(text.contains(family), "/metrics lacks {family}:\n{text}");
     }
-    assert!(text.contains(r#"groupwatch_callbacks_total{tenant="acme",outcome="accepted"}"#), "{text}");
+    assert!(
+        text.contains(r#"groupwatch_callbacks_total{provider="wecom",tenant="acme",outcome="accepted"}"#),
+        "{text}"
+    );
     assert!(text.contains(r#"outcome="bad_signature""#), "{text}");
     assert!(text.contains(r#"groupwatch_events_published_total{provider="wecom",type="member.join"}"#), "{text}");
     assert!(text.contains("# HELP groupwatch_dead_letters_total"), "{text}");

@@ -135,7 +135,7 @@ async fn resync_racing_a_callback_never_overwrites_it(store: TestStore) {
     h.simc.fault(json!({"answer_delay_ms": 1500, "count": 1})).await.unwrap();
     let config = h.typed_config();
     let resync = tokio::spawn(async move {
-        groupwatch::app::resync_once(&config, &[TENANT.to_owned()], &[], Some(WAIT)).await.unwrap()
+        groupwatch::app::resync_once(&config, None, &[TENANT.to_owned()], &[], Some(WAIT)).await.unwrap()
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
     let v = h.simc.remove_member(CORP_ID, CHAT, "abel").await.unwrap();
@@ -410,7 +410,7 @@ async fn idle_chats_release_their_actors() {
     let conn = amqp().await;
     let tap = Tap::new(&conn, &exchange).await;
     let replayer =
-        groupwatch::tools::replay::Replayer::new(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT))
+        groupwatch::tools::replay::Replayer::wecom(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT))
             .unwrap();
     let actors = || async {
         let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();

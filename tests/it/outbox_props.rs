@@ -120,7 +120,7 @@ async fn run(ops: Vec<Op>) {
             }
             Op::Resync => {
                 let config = h.typed_config();
-                groupwatch::app::resync_once(&config, &[TENANT.to_owned()], &[], None).await.unwrap();
+                groupwatch::app::resync_once(&config, None, &[TENANT.to_owned()], &[], None).await.unwrap();
             }
             Op::Crash(point) => halt.arm(point),
             Op::Pause(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,

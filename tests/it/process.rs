@@ -67,8 +67,7 @@ impl HalfSent {
     async fn start(serve: &Serve, xml: &str) -> HalfSent {
         use tokio::io::AsyncWriteExt;
         let crypt = serve.config.tenant(TENANT).unwrap().crypt().unwrap();
-        let signed =
-            groupwatch::tools::replay::sign_event(&crypt, xml.as_bytes(), groupwatch::core::clock::now_ms() / 1000);
+        let signed = sign_event(&crypt, xml.as_bytes(), groupwatch::core::clock::now_ms() / 1000);
         let query: Vec<String> = signed.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let body = signed.body.into_bytes();
         let head = format!(

@@ -58,7 +58,7 @@ async fn resync_publishes_exactly_the_changes_made_behind_the_services_back() {
     let tenants = vec![TENANT.to_string()];
 
     // First resync: every group is new, so each is a baseline and nothing is published.
-    let first = resync_once(&config, &tenants, &[], WAIT).await.unwrap();
+    let first = resync_once(&config, None, &tenants, &[], WAIT).await.unwrap();
     assert_eq!((first[0].groups_scanned, first[0].events_published, first[0].groups_failed), (5, 0, 0));
     let conn = amqp().await;
     let tap = Tap::new(&conn, &exchange).await;
@@ -71,7 +71,7 @@ async fn resync_publishes_exactly_the_changes_made_behind_the_services_back() {
     simc.patch_group(CORP_ID, "wrGROUP2", json!({"name": "renamed"})).await.unwrap();
     simc.reset_stats().await.unwrap();
 
-    let second = resync_once(&config, &tenants, &[], WAIT).await.unwrap();
+    let second = resync_once(&config, None, &tenants, &[], WAIT).await.unwrap();
     assert_eq!((second[0].groups_scanned, second[0].events_published), (5, 3));
     let mut events = tap.expect(3, Duration::from_secs(10)).await;
     events.sort_by_key(|e| (e.chat_id.clone(), e.event_type.as_str()));
@@ -97,7 +97,7 @@ async fn resync_publishes_exactly_the_changes_made_behind_the_services_back() {
     assert_eq!(second[0].api_calls, stats.groupchat_list + stats.gettoken, "the listing's calls");
 
     // Nothing changed since: a third resync publishes nothing.
-    let third = resync_once(&config, &tenants, &[], WAIT).await.unwrap();
+    let third = resync_once(&config, None, &tenants, &[], WAIT).await.unwrap();
     assert_eq!((third[0].groups_scanned, third[0].events_published), (5, 0));
     assert!(tap.collect(Duration::from_millis(500)).await.is_empty());
     app.stop().await;
@@ -114,7 +114,7 @@ async fn owner_filter_is_sent_in_batches_of_at_most_100() {
     // 150 owners: two batches (100 + 50). owner_002 is left out on purpose.
     let owners: Vec<String> = (0..150).filter(|i| *i != 2).map(|i| format!("owner_{i:03}")).collect();
     // Without a worker to wait for: the requests are queued, nothing more.
-    let summaries = resync_once(&config, &[TENANT.to_string()], &owners, None).await.unwrap();
+    let summaries = resync_once(&config, None, &[TENANT.to_string()], &owners, None).await.unwrap();
     assert_eq!(summaries[0].groups_scanned, 4, "the groups of the listed owners only");
     let stats = simc.stats().await.unwrap();
     assert_eq!(stats.groupchat_list, 2, "one call per batch of 100 owners");

@@ -4,7 +4,7 @@
 use crate::common::*;
 use groupwatch::config::Config;
 use groupwatch::provider::wecom::{ApiLimits, WecomClient};
-use groupwatch::provider::FetchError;
+use groupwatch::provider::ApiError;
 use groupwatch::sim::{self, SimServer, SimState};
 use serde_json::json;
 use std::time::Duration;
@@ -59,7 +59,7 @@ async fn a_repeated_cursor_fails_the_listing() {
         .await
         .expect("the listing ends");
     match listing {
-        Err(FetchError::Transient(reason)) => assert!(reason.contains("next_cursor repeats"), "{reason}"),
+        Err(ApiError::Transient(reason)) => assert!(reason.contains("next_cursor repeats"), "{reason}"),
         other => panic!("expected a transient error naming the cursor, got {other:?}"),
     }
     // Without the fault the same listing goes through.
@@ -74,7 +74,7 @@ async fn an_oversized_answer_is_refused() {
     let limit = groupwatch::provider::wecom::api::MAX_ANSWER_BYTES;
     sim.client().fault(json!({"oversized_answer_bytes": limit + 1})).await.unwrap();
     match client.group_chat(TENANT, "wrUP0").await {
-        Err(FetchError::Transient(reason)) => assert!(reason.contains("larger than"), "{reason}"),
+        Err(ApiError::Transient(reason)) => assert!(reason.contains("larger than"), "{reason}"),
         other => panic!("expected a transient error, got {other:?}"),
     }
     // Padding that keeps the answer under the limit is read as usual.

@@ -1,3 +1,5 @@
-//! Tencent Cloud IM (腾讯云 IM): so far the REST credential (`usersig`).
+//! Tencent Cloud IM (腾讯云 IM): signed JSON group callbacks and the REST group API, signed with a
+//! UserSig.
 
+pub mod config;
 pub mod usersig;

@@ -12,7 +12,7 @@ use serde_json::json;
 use std::fmt;
 
 use super::api::{ListedChat, WecomClient};
-use crate::provider::FetchError;
+use crate::provider::ApiError;
 
 /// Chats per transfer: "取值范围: 1 ~ 100".
 pub const TRANSFER_MAX: usize = 100;
@@ -43,7 +43,7 @@ pub enum AdminError {
     /// WeCom refused the whole call or could not be reached; classified as for group fetches
     /// (transient, rate limited, permanent).
     #[error(transparent)]
-    Api(#[from] FetchError),
+    Api(#[from] ApiError),
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> AdminError {

@@ -17,9 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-use crate::config::{Secret, WecomTenant};
+use crate::config::Secret;
+use crate::core::consistency::Consistency;
 use crate::core::model::{GroupSnapshot, Member};
-use crate::provider::{FetchError, GroupSource};
+use crate::provider::wecom::config::WecomTenant;
+use crate::provider::{ApiError, GroupLister, GroupSource};
 
 /// Refresh this long before WeCom's stated expiry, so no call races the deadline.
 const TOKEN_MARGIN: Duration = Duration::from_secs(300);
@@ -55,11 +57,11 @@ struct CorpApi {
 impl CorpApi {
     /// While paused after a 45009, calls fail fast so that the chats reschedule themselves
     /// instead of queueing behind the pause.
-    fn check_pause(&self) -> Result<(), FetchError> {
+    fn check_pause(&self) -> Result<(), ApiError> {
         let paused = self.paused_until.lock().expect("pause lock");
         match *paused {
             Some(until) if until > Instant::now() => {
-                Err(FetchError::RateLimited { errcode: 45009, wait: until - Instant::now() })
+                Err(ApiError::RateLimited { errcode: 45009, wait: until - Instant::now() })
             }
             _ => Ok(()),
         }
@@ -103,6 +105,8 @@ pub struct WecomClient {
     tenants: Arc<HashMap<String, Arc<CorpApi>>>,
     /// Per tenant, the chat ids configured as app group chats: fetched with `appchat/get`.
     appchats: Arc<HashMap<String, HashSet<String>>>,
+    /// `limit` of each `groupchat/list` page when listing for resync.
+    list_page: u32,
 }
 
 /// How a call carries its parameters.
@@ -271,21 +275,21 @@ fn quota(per_minute: u32) -> Quota {
 }
 
 /// Classifies a non-zero errcode of an API call.
-fn classify(errcode: i64, errmsg: String, rate_limit_pause: Duration) -> FetchError {
+fn classify(errcode: i64, errmsg: String, rate_limit_pause: Duration) -> ApiError {
     match errcode {
-        -1 | 45033 => FetchError::Transient(format!("errcode {errcode}: {errmsg}")),
-        45009 => FetchError::RateLimited { errcode, wait: rate_limit_pause },
+        -1 | 45033 => ApiError::Transient(format!("errcode {errcode}: {errmsg}")),
+        45009 => ApiError::RateLimited { errcode, wait: rate_limit_pause },
         // WeCom does not document its answer for a dismissed customer group; 40050 ("chatid
         // 不存在") is the documented code for a chat that does not exist, and the simulator's.
-        GROUP_GONE => FetchError::Gone { errcode },
-        _ => FetchError::Permanent { errcode, errmsg },
+        GROUP_GONE => ApiError::Gone { errcode },
+        _ => ApiError::Permanent { errcode, errmsg },
     }
 }
 
 /// Reads an answer's JSON body, refusing bodies over [`MAX_ANSWER_BYTES`] (transient: a proxy
 /// or WeCom having a bad moment) without buffering them.
-async fn read_answer(mut resp: reqwest::Response, api_name: &str) -> Result<serde_json::Value, FetchError> {
-    let too_large = || FetchError::Transient(format!("{api_name}: answer larger than {MAX_ANSWER_BYTES} bytes"));
+async fn read_answer(mut resp: reqwest::Response, api_name: &str) -> Result<serde_json::Value, ApiError> {
+    let too_large = || ApiError::Transient(format!("{api_name}: answer larger than {MAX_ANSWER_BYTES} bytes"));
     if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
         return Err(too_large());
     }
@@ -296,13 +300,13 @@ async fn read_answer(mut resp: reqwest::Response, api_name: &str) -> Result<serd
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| FetchError::Transient(format!("{api_name}: unexpected answer: {e}")))
+    serde_json::from_slice(&body).map_err(|e| ApiError::Transient(format!("{api_name}: unexpected answer: {e}")))
 }
 
 /// Turns a transport error into a transient one. `without_url` matters: URLs carry the
 /// access token or the corp secret.
-fn transport(e: reqwest::Error) -> FetchError {
-    FetchError::Transient(e.without_url().to_string())
+fn transport(e: reqwest::Error) -> ApiError {
+    ApiError::Transient(e.without_url().to_string())
 }
 
 impl WecomClient {
@@ -343,7 +347,14 @@ impl WecomClient {
             calls: Default::default(),
             tenants: Arc::new(by_tenant),
             appchats: Arc::new(appchats),
+            list_page: 1000,
         }
+    }
+
+    /// Lists groups for resync in pages of `size` (1..=1000).
+    pub fn with_list_page(mut self, size: u32) -> Self {
+        self.list_page = size.clamp(1, 1000);
+        self
     }
 
     /// Whether `chat_id` is one of the tenant's configured app group chats.
@@ -361,14 +372,14 @@ impl WecomClient {
         self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn api(&self, tenant: &str) -> Result<&Arc<CorpApi>, FetchError> {
+    fn api(&self, tenant: &str) -> Result<&Arc<CorpApi>, ApiError> {
         self.tenants
             .get(tenant)
-            .ok_or_else(|| FetchError::Permanent { errcode: 0, errmsg: format!("unknown tenant {tenant:?}") })
+            .ok_or_else(|| ApiError::Permanent { errcode: 0, errmsg: format!("unknown tenant {tenant:?}") })
     }
 
     /// A valid token, fetching one if there is none or `stale` is the cached one.
-    async fn token(&self, api: &CorpApi, stale: Option<&str>) -> Result<String, FetchError> {
+    async fn token(&self, api: &CorpApi, stale: Option<&str>) -> Result<String, ApiError> {
         let mut slot = api.token.lock().await;
         if let Some(t) = slot.as_ref() {
             if Instant::now() < t.refresh_at && stale != Some(t.value.as_str()) {
@@ -384,7 +395,7 @@ impl WecomClient {
             .await
             .map_err(transport)?;
         if resp.status().is_server_error() {
-            return Err(FetchError::Transient(format!("gettoken: HTTP {}", resp.status())));
+            return Err(ApiError::Transient(format!("gettoken: HTTP {}", resp.status())));
         }
         let body = read_answer(resp, "gettoken").await?;
         let status: Status =
@@ -394,7 +405,7 @@ impl WecomClient {
             return Err(classify(status.errcode, format!("gettoken: {}", status.errmsg), self.rate_limit_pause));
         }
         let token: TokenResponse = serde_json::from_value(body)
-            .map_err(|e| FetchError::Transient(format!("gettoken: unexpected answer: {e}")))?;
+            .map_err(|e| ApiError::Transient(format!("gettoken: unexpected answer: {e}")))?;
         let stated = Duration::from_secs(token.expires_in).min(MAX_TOKEN_LIFETIME);
         let lifetime = stated.saturating_sub(TOKEN_MARGIN).max(Duration::from_secs(60));
         *slot = Some(CachedToken { value: token.access_token.clone(), refresh_at: Instant::now() + lifetime });
@@ -403,14 +414,14 @@ impl WecomClient {
 
     /// POSTs `body` to an API path with the tenant's token, within the corp's rate limit and
     /// concurrency bound; refreshes the token and retries once when WeCom says it is invalid or
-    /// expired. A non-zero errcode is classified ([`FetchError`]).
+    /// expired. A non-zero errcode is classified ([`ApiError`]).
     pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         tenant: &str,
         api_name: &'static str,
         path: &str,
         body: &serde_json::Value,
-    ) -> Result<T, FetchError> {
+    ) -> Result<T, ApiError> {
         self.send(tenant, api_name, path, Payload::Json(body)).await
     }
 
@@ -421,7 +432,7 @@ impl WecomClient {
         api_name: &'static str,
         path: &str,
         params: &[(&str, &str)],
-    ) -> Result<T, FetchError> {
+    ) -> Result<T, ApiError> {
         self.send(tenant, api_name, path, Payload::Query(params)).await
     }
 
@@ -431,7 +442,7 @@ impl WecomClient {
         api_name: &'static str,
         path: &str,
         payload: Payload<'_>,
-    ) -> Result<T, FetchError> {
+    ) -> Result<T, ApiError> {
         let api = self.api(tenant)?;
         api.check_pause()?;
         let _permit = api.in_flight.acquire().await.expect("semaphore is never closed");
@@ -447,15 +458,15 @@ impl WecomClient {
             };
             let resp = request.query(&[("access_token", token.as_str())]).send().await.map_err(transport)?;
             if !resp.status().is_success() {
-                return Err(FetchError::Transient(format!("{api_name}: HTTP {}", resp.status())));
+                return Err(ApiError::Transient(format!("{api_name}: HTTP {}", resp.status())));
             }
             let value = read_answer(resp, api_name).await?;
             let status: Status = serde_json::from_value(value.clone())
-                .map_err(|e| FetchError::Transient(format!("{api_name}: unexpected answer: {e}")))?;
+                .map_err(|e| ApiError::Transient(format!("{api_name}: unexpected answer: {e}")))?;
             match status.errcode {
                 0 => {
                     return serde_json::from_value(value)
-                        .map_err(|e| FetchError::Transient(format!("{api_name}: unexpected answer: {e}")))
+                        .map_err(|e| ApiError::Transient(format!("{api_name}: unexpected answer: {e}")))
                 }
                 code if TOKEN_ERRCODES.contains(&code) && stale.is_none() => {
                     tracing::info!(tenant, errcode = code, "access token rejected; refreshing");
@@ -463,7 +474,7 @@ impl WecomClient {
                 }
                 code => {
                     let err = classify(code, status.errmsg, self.rate_limit_pause);
-                    if let FetchError::RateLimited { wait, .. } = &err {
+                    if let ApiError::RateLimited { wait, .. } = &err {
                         api.pause(*wait);
                     }
                     tracing::warn!(tenant, api = api_name, errcode = code, error = %err, "WeCom API error");
@@ -473,7 +484,7 @@ impl WecomClient {
         }
     }
 
-    pub async fn group_chat(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, FetchError> {
+    pub async fn group_chat(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, ApiError> {
         let body = json!({ "chat_id": chat_id, "need_name": 1 });
         let resp: GroupChatResponse =
             self.call(tenant, "groupchat_get", "/cgi-bin/externalcontact/groupchat/get", &body).await?;
@@ -481,7 +492,7 @@ impl WecomClient {
     }
 
     /// An app group chat (`appchat/get`): no member version, members known by userid only.
-    pub async fn app_chat(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, FetchError> {
+    pub async fn app_chat(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, ApiError> {
         let resp: AppChatResponse =
             self.call_get(tenant, "appchat_get", "/cgi-bin/appchat/get", &[("chatid", chat_id)]).await?;
         Ok(resp.chat_info.into())
@@ -494,7 +505,7 @@ impl WecomClient {
         tenant: &str,
         owners: &[String],
         page_size: u32,
-    ) -> Result<Vec<ListedChat>, FetchError> {
+    ) -> Result<Vec<ListedChat>, ApiError> {
         let batches: Vec<Option<&[String]>> =
             if owners.is_empty() { vec![None] } else { owners.chunks(OWNER_BATCH).map(Some).collect() };
         let mut chats = Vec::new();
@@ -514,7 +525,7 @@ impl WecomClient {
                     break;
                 }
                 if !seen.insert(page.next_cursor.clone()) {
-                    return Err(FetchError::Transient(format!(
+                    return Err(ApiError::Transient(format!(
                         "groupchat_list: next_cursor repeats an earlier one after {} pages; stopped listing",
                         seen.len() + 1
                     )));
@@ -528,11 +539,26 @@ impl WecomClient {
 
 #[async_trait]
 impl GroupSource for WecomClient {
-    async fn fetch_group(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, FetchError> {
+    fn consistency(&self) -> Consistency {
+        Consistency::MemberVersion
+    }
+
+    async fn fetch_group(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, ApiError> {
         if self.is_appchat(tenant, chat_id) {
             return self.app_chat(tenant, chat_id).await;
         }
         self.group_chat(tenant, chat_id).await
+    }
+}
+
+#[async_trait]
+impl GroupLister for WecomClient {
+    async fn list_groups(&self, tenant: &str, owners: &[String]) -> Result<Vec<String>, ApiError> {
+        Ok(self.list_chats(tenant, owners, self.list_page).await?.into_iter().map(|c| c.chat_id).collect())
+    }
+
+    fn calls(&self) -> u64 {
+        WecomClient::calls(self)
     }
 }
 
@@ -584,9 +610,9 @@ mod tests {
     #[test]
     fn errcodes_are_classified() {
         let pause = Duration::from_secs(60);
-        assert!(matches!(classify(-1, "busy".into(), pause), FetchError::Transient(_)));
-        assert!(matches!(classify(45033, "".into(), pause), FetchError::Transient(_)));
-        assert_eq!(classify(45009, "".into(), pause), FetchError::RateLimited { errcode: 45009, wait: pause });
-        assert_eq!(classify(48002, "no".into(), pause), FetchError::Permanent { errcode: 48002, errmsg: "no".into() });
+        assert!(matches!(classify(-1, "busy".into(), pause), ApiError::Transient(_)));
+        assert!(matches!(classify(45033, "".into(), pause), ApiError::Transient(_)));
+        assert_eq!(classify(45009, "".into(), pause), ApiError::RateLimited { errcode: 45009, wait: pause });
+        assert_eq!(classify(48002, "no".into(), pause), ApiError::Permanent { errcode: 48002, errmsg: "no".into() });
     }
 }

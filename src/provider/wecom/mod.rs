@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod api;
 pub mod callback;
+pub mod codec;
+pub mod config;
 pub mod xml;
 
 pub use admin::WecomAdmin;

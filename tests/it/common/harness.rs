@@ -62,7 +62,7 @@ impl Harness {
     }
 
     pub fn replayer(&self) -> Replayer {
-        Replayer::new(self.app().config.tenant(TENANT).unwrap(), &self.app().callback_url(TENANT)).unwrap()
+        Replayer::wecom(self.app().config.tenant(TENANT).unwrap(), &self.app().callback_url(TENANT)).unwrap()
     }
 
     pub async fn callback(&self, xml: &str) {
@@ -91,7 +91,8 @@ impl Harness {
     /// `groupwatch resync` for the test tenant, waiting for the app's worker to finish it.
     pub async fn resync(&self) -> groupwatch::worker::resync::Summary {
         let config = self.typed_config();
-        let mut summaries = groupwatch::app::resync_once(&config, &[TENANT.to_owned()], &[], Some(WAIT)).await.unwrap();
+        let mut summaries =
+            groupwatch::app::resync_once(&config, None, &[TENANT.to_owned()], &[], Some(WAIT)).await.unwrap();
         summaries.remove(0)
     }
 

@@ -222,3 +222,24 @@ pub fn assert_gapless<'a>(distinct: impl Iterator<Item = &'a GroupEvent>) {
         assert_eq!(s, want, "seq of chat {chat} has a gap or a repeat");
     }
 }
+
+/// A signed, encrypted POST as WeCom sends it, built here rather than by the service's codec, so
+/// that a bug in one cannot cancel out in the other.
+pub struct SignedCallback {
+    pub query: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+/// WeCom's POST for a plaintext event, signed at `timestamp` (unix seconds).
+pub fn sign_event(crypt: &groupwatch::provider::wxbiz::WxCrypt, plaintext: &[u8], timestamp: i64) -> SignedCallback {
+    use rand::Rng;
+    let encrypted = crypt.encrypt(plaintext);
+    let timestamp = timestamp.to_string();
+    let nonce = rand::thread_rng().gen_range(1_000_000_000u64..10_000_000_000).to_string();
+    let signature = crypt.signature(&timestamp, &nonce, &encrypted);
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>",
+        crypt.receive_id()
+    );
+    SignedCallback { query: vec![("msg_signature", signature), ("timestamp", timestamp), ("nonce", nonce)], body }
+}

@@ -100,7 +100,7 @@ impl Serve {
     }
 
     pub fn replayer(&self) -> Replayer {
-        Replayer::new(self.config.tenant(TENANT).unwrap(), &self.url(&format!("/wecom/{TENANT}/callback"))).unwrap()
+        Replayer::wecom(self.config.tenant(TENANT).unwrap(), &self.url(&format!("/wecom/{TENANT}/callback"))).unwrap()
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,81 @@
+//! Who serves what: (provider, tenant) → callback codec, provider → group source and lister.
+//! Built once from the configuration; the ingress, the worker and resync look things up here and
+//! never name a vendor.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::wecom::codec::WecomCodec;
+use super::wecom::{ApiLimits, WecomClient};
+use super::{CallbackCodec, GroupLister, GroupSource};
+use crate::config::Config;
+use crate::core::model::Provider;
+
+/// A tenant's codec and its number (the replay cache keys by number, not by name).
+pub struct Tenant {
+    pub number: u32,
+    pub codec: Arc<dyn CallbackCodec>,
+}
+
+pub struct Registry {
+    tenants: HashMap<(Provider, String), Tenant>,
+    sources: BTreeMap<Provider, Arc<dyn GroupSource>>,
+    listers: BTreeMap<Provider, Arc<dyn GroupLister>>,
+    /// The WeCom client, for what only WeCom has (administration, app chats).
+    pub wecom: WecomClient,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{provider} tenant {tenant:?}: {reason}")]
+pub struct RegistryError {
+    provider: Provider,
+    tenant: String,
+    reason: String,
+}
+
+impl Registry {
+    /// Codecs, sources and listers for every configured tenant.
+    pub fn build(config: &Config) -> Result<Self, RegistryError> {
+        let window = Some(config.http.timestamp_window_secs).filter(|w| *w > 0);
+        let mut tenants = HashMap::new();
+        let mut number = 0u32;
+        let mut add = |provider: Provider, tenant: &str, codec: Arc<dyn CallbackCodec>| {
+            tenants.insert((provider, tenant.to_owned()), Tenant { number, codec });
+            number += 1;
+        };
+        for t in &config.wecom {
+            let codec = WecomCodec::new(t, window).map_err(|e| RegistryError {
+                provider: Provider::Wecom,
+                tenant: t.tenant.clone(),
+                reason: e.to_string(),
+            })?;
+            add(Provider::Wecom, &t.tenant, Arc::new(codec));
+        }
+        let wecom =
+            WecomClient::new(&config.wecom, ApiLimits::of(&config.worker)).with_list_page(config.resync.page_size);
+        let mut sources: BTreeMap<Provider, Arc<dyn GroupSource>> = BTreeMap::new();
+        let mut listers: BTreeMap<Provider, Arc<dyn GroupLister>> = BTreeMap::new();
+        if !config.wecom.is_empty() {
+            sources.insert(Provider::Wecom, Arc::new(wecom.clone()));
+            listers.insert(Provider::Wecom, Arc::new(wecom.clone()));
+        }
+        Ok(Self { tenants, sources, listers, wecom })
+    }
+
+    pub fn tenant(&self, provider: Provider, tenant: &str) -> Option<&Tenant> {
+        self.tenants.get(&(provider, tenant.to_owned()))
+    }
+
+    /// Every configured (provider, tenant).
+    pub fn tenants(&self) -> HashSet<(Provider, String)> {
+        self.tenants.keys().cloned().collect()
+    }
+
+    pub fn source(&self, provider: Provider) -> Option<&Arc<dyn GroupSource>> {
+        self.sources.get(&provider)
+    }
+
+    pub fn lister(&self, provider: Provider) -> Option<&Arc<dyn GroupLister>> {
+        self.listers.get(&provider)
+    }
+}
