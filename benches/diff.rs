@@ -18,6 +18,7 @@ fn member(i: usize) -> Member {
         group_nickname: Some(format!("客户{i}")),
         name: Some(format!("名字{i}")),
         state: None,
+        role: None,
     }
 }
 

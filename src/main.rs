@@ -172,8 +172,11 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             let config = load_config(&config)?;
             telemetry::init_logging(&config.log);
             config.warn_documented_test_keys();
+            // Listening for the signals before anything connects: a SIGTERM that arrives while
+            // the app starts must stop it cleanly, not kill it.
+            let signal = shutdown_signal()?;
             let app = Application::build(config).await?;
-            app.run_until(shutdown_signal()).await?;
+            app.run_until(signal).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay { config, dead_letters: true, .. } => {
@@ -235,7 +238,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Sim { listen, state } => {
             telemetry::init_logging(&Default::default());
-            groupwatch::sim::run(listen, state, shutdown_signal()).await?;
+            groupwatch::sim::run(listen, state, shutdown_signal()?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Wecom(command) => match wecom_admin::run(command).await {
@@ -258,27 +261,29 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed now, not when the
+/// future is first polled.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+            tracing::info!("shutdown requested");
+        })
     }
-    tracing::info!("shutdown requested");
+    #[cfg(not(unix))]
+    {
+        Ok(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown requested");
+        })
+    }
 }
 
 // glibc's malloc spent about a tenth of the ingest path's CPU in its free lists.

@@ -265,6 +265,7 @@ mod tests {
             group_nickname: None,
             name: Some(format!("name of {userid}")),
             state: None,
+            role: None,
         }
     }
 

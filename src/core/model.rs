@@ -76,6 +76,19 @@ pub struct Member {
     /// before it existed still load.
     #[serde(default)]
     pub state: Option<String>,
+    /// The member's role in the group when the provider tells it; defaulted, so snapshots stored
+    /// before it existed still load.
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+/// A member's role in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
 }
 
 /// The state of a group at one moment, as fetched from the provider.
@@ -106,6 +119,7 @@ impl Member {
             group_nickname: None,
             name: None,
             state: None,
+            role: None,
         }
     }
 }
@@ -129,6 +143,21 @@ impl GroupSnapshot {
     pub fn normalised(mut self) -> Self {
         self.members.sort_by(|a, b| a.userid.cmp(&b.userid));
         self.members.dedup_by(|a, b| a.userid == b.userid);
+        self
+    }
+
+    /// Gives every member the role the group's `owner` and `admins` imply, for providers whose
+    /// member lists carry no role of their own.
+    pub fn with_roles(mut self) -> Self {
+        for m in &mut self.members {
+            m.role = Some(if m.userid == self.owner {
+                Role::Owner
+            } else if self.admins.contains(&m.userid) {
+                Role::Admin
+            } else {
+                Role::Member
+            });
+        }
         self
     }
 

@@ -46,6 +46,7 @@ fn member(userid: &'static str) -> impl Strategy<Value = Member> {
             group_nickname,
             name,
             state: None,
+            role: None,
         })
 }
 

@@ -17,16 +17,12 @@ const CUT_AFTER: usize = 10;
 const FIRST_JOIN_TIME: i64 = 1700002000;
 
 fn faults_config(exchange: &str, store: &TestStore, api_base: &str, amqp_url: &str) -> String {
-    test_config_with_store(exchange, &store.url(), "")
-        .replace(
-            "[worker]\nenabled = false",
-            "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]",
-        )
-        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
-        .replace(
-            &format!("url = \"{}\"", crate::common::amqp_url()),
-            &format!("url = \"{amqp_url}\"\nconfirm_timeout_ms = 1500"),
-        )
+    TestConfig::new(exchange, &store.url())
+        .with_worker()
+        .wecom_api(api_base)
+        .amqp_url(amqp_url)
+        .amqp_value("confirm_timeout_ms", 1500)
+        .toml()
 }
 
 async fn status(url: &str) -> u16 {

@@ -374,10 +374,7 @@ async fn a_confirm_timeout_is_retried_on_the_same_connection() {
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
     let url = proxy.amqp_url();
     let h = Harness::start_custom(TestStore::sqlite().await, Default::default(), move |exchange, store, api_base| {
-        pipeline_config(exchange, store, api_base).replace(
-            &format!("url = \"{}\"", crate::common::amqp_url()),
-            &format!("url = \"{url}\"\nconfirm_timeout_ms = 500"),
-        )
+        pipeline_test_config(exchange, store, api_base).amqp_url(&url).amqp_value("confirm_timeout_ms", 500).toml()
     })
     .await;
     h.created().await;
@@ -404,8 +401,7 @@ async fn idle_chats_release_their_actors() {
     let sim = groupwatch::sim::spawn(sim_state_with_chats(&chat_refs), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let exchange = unique_exchange();
     let store = TestStore::sqlite().await;
-    let config = pipeline_config(&exchange, &store, &sim.base_url())
-        .replace("confirm_delay_ms = 300", "confirm_delay_ms = 300\nactor_idle_secs = 1");
+    let config = pipeline_test_config(&exchange, &store, &sim.base_url()).worker_value("actor_idle_secs", 1).toml();
     let app = spawn_app(&config).await;
     let conn = amqp().await;
     let tap = Tap::new(&conn, &exchange).await;

@@ -33,12 +33,13 @@ fn state() -> SimState {
 
 fn config_toml(exchange: &str, dir: &tempfile::TempDir, api_base: &str, page_size: u32) -> String {
     let store = format!("sqlite://{}", dir.path().join("gw.db").display());
-    test_config_with_store(exchange, &store, &format!("[resync]\npage_size = {page_size}\n"))
-        .replace(
-            "[worker]\nenabled = false",
-            "[worker]\nenabled = true\ncoalesce_ms = 50\nretry_delays_ms = [200, 300, 500, 800, 1000]\nconfirm_delay_ms = 150",
-        )
-        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
+    TestConfig::new(exchange, &store)
+        .with_worker()
+        .worker_value("coalesce_ms", 50)
+        .worker_value("confirm_delay_ms", 150)
+        .wecom_api(api_base)
+        .section(&format!("[resync]\npage_size = {page_size}\n"))
+        .toml()
 }
 
 fn config(exchange: &str, dir: &tempfile::TempDir, api_base: &str, page_size: u32) -> Config {

@@ -24,6 +24,7 @@ fn member(userid: &str, join_time: i64) -> Member {
         group_nickname: Some("客服小张".into()),
         name: Some(format!("name of {userid}")),
         state: None,
+        role: None,
     }
 }
 
@@ -164,7 +165,7 @@ fn the_contract_example_is_valid() {
         "group": {"name": "销售客服群", "owner": "ZhuShengBen", "member_version": "71217227bbd112ecfe3a49c482195cb4", "member_count": 2},
         "member": {"userid": "abel", "type": 1, "unionid": null, "join_time": 1572505491,
                    "join_scene": 1, "invitor": "jack", "group_nickname": "客服小张", "name": "张三丰",
-                   "state": null},
+                   "state": null, "role": "member"},
         "quit_scene": null,
         "changes": null
     });
@@ -254,14 +255,14 @@ fn malformed_events_are_invalid() {
             "group.create with a member",
             EventType::GroupCreate,
             Box::new(
-                |v| v["member"] = json!({"userid": "x", "type": null, "unionid": null, "join_time": null, "join_scene": null, "invitor": null, "group_nickname": null, "name": null, "state": null}),
+                |v| v["member"] = json!({"userid": "x", "type": null, "unionid": null, "join_time": null, "join_scene": null, "invitor": null, "group_nickname": null, "name": null, "state": null, "role": null}),
             ),
         ),
         (
             "group.dismiss with a member",
             EventType::GroupDismiss,
             Box::new(
-                |v| v["member"] = json!({"userid": "x", "type": null, "unionid": null, "join_time": null, "join_scene": null, "invitor": null, "group_nickname": null, "name": null, "state": null}),
+                |v| v["member"] = json!({"userid": "x", "type": null, "unionid": null, "join_time": null, "join_scene": null, "invitor": null, "group_nickname": null, "name": null, "state": null, "role": null}),
             ),
         ),
     ];
@@ -273,26 +274,37 @@ fn malformed_events_are_invalid() {
     }
 }
 
-/// Version 3 added `member.state`; version 2 is archived next to it, as version 1 was, so a
-/// consumer pinned to it can still read what it promised.
+/// Each version is archived next to the current one, so a consumer pinned to it can still read
+/// what it promised: version 4 added `member.role` (and the providers dingtalk and tim), version 3
+/// `member.state`.
 #[test]
-fn version_3_adds_member_state_and_version_2_is_archived() {
+fn each_new_key_is_a_new_version_and_the_old_ones_are_archived() {
     let current = schema_support::event_schema_json();
     assert!(
-        current["$comment"].as_str().unwrap().starts_with("Version 3: adds member.state."),
+        current["$comment"].as_str().unwrap().starts_with("Version 4: adds member.role"),
         "{}",
         current["$comment"]
     );
-    let v2: Value =
-        serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/event.v2.schema.json")))
-            .unwrap();
-    assert!(v2["$comment"].as_str().unwrap().starts_with("Version 2: adds seq."));
-    jsonschema::meta::validate(&v2).expect("the archived schema is valid");
-    let v2 = jsonschema::draft202012::options().should_validate_formats(true).build(&v2).unwrap();
-    // The only difference a v2 reader sees: member.state, which it does not know.
+    let archived = |text: &str| {
+        let schema: Value = serde_json::from_str(text).unwrap();
+        jsonschema::meta::validate(&schema).expect("the archived schema is valid");
+        (
+            schema["$comment"].as_str().unwrap().to_owned(),
+            jsonschema::draft202012::options().should_validate_formats(true).build(&schema).unwrap(),
+        )
+    };
+    let (v3_comment, v3) = archived(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/event.v3.schema.json")));
+    let (v2_comment, v2) = archived(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/event.v2.schema.json")));
+    assert!(v3_comment.starts_with("Version 3: adds member.state."), "{v3_comment}");
+    assert!(v2_comment.starts_with("Version 2: adds seq."), "{v2_comment}");
+    // What a v3 reader sees: member.role, which it does not know (it is strict).
     let mut body = valid_join();
-    assert!(!v2.is_valid(&body), "v2 refuses member.state (it is strict)");
+    assert!(!v3.is_valid(&body), "v3 refuses member.role");
+    body["member"].as_object_mut().unwrap().remove("role");
+    assert!(v3.is_valid(&body), "{:?}", v3.iter_errors(&body).map(|e| e.to_string()).collect::<Vec<_>>());
+    assert!(!schema_support::event_errors(&body).is_empty(), "v4 requires member.role");
+    // And a v2 reader does not know member.state either.
+    assert!(!v2.is_valid(&body), "v2 refuses member.state");
     body["member"].as_object_mut().unwrap().remove("state");
-    assert!(v2.is_valid(&body), "{:?}", v2.iter_errors(&body).map(|e| e.to_string()).collect::<Vec<_>>());
-    assert!(!schema_support::event_errors(&body).is_empty(), "v3 requires member.state");
+    assert!(v2.is_valid(&body));
 }

@@ -167,6 +167,7 @@ fn group(chat_id: &str, name: &str, member_version: Option<&str>) -> StoredGroup
                     group_nickname: Some("李四 (管理员)".into()),
                     name: Some("李四".into()),
                     state: Some("klsdup3kj3s1".into()),
+                    role: None,
                 },
                 Member {
                     userid: "wmeDKaCQAAbOXXXXXXXX".into(),
@@ -178,6 +179,7 @@ fn group(chat_id: &str, name: &str, member_version: Option<&str>) -> StoredGroup
                     group_nickname: None,
                     name: None,
                     state: None,
+                    role: None,
                 },
             ],
         },

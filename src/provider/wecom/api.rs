@@ -216,9 +216,11 @@ impl From<WecomGroupChat> for GroupSnapshot {
                     group_nickname: non_empty(m.group_nickname),
                     name: non_empty(m.name),
                     state: non_empty(m.state),
+                    role: None,
                 })
                 .collect(),
         }
+        .with_roles()
         .normalised()
     }
 }
@@ -248,6 +250,7 @@ impl From<AppChatInfo> for GroupSnapshot {
             members: c.userlist.iter().map(|u| Member::unknown(u)).collect(),
             ..GroupSnapshot::empty(&c.chatid)
         }
+        .with_roles()
         .normalised()
     }
 }
@@ -598,13 +601,18 @@ mod tests {
 
     #[test]
     fn app_chat_info_maps_to_a_snapshot_of_userids() {
+        use crate::core::model::Role;
         let body = json!({"errcode": 0, "errmsg": "ok", "chat_info": {"chatid": "CHATID", "name": "NAME",
             "owner": "userid2", "userlist": ["userid3", "userid1", "userid2"], "chat_type": 0}});
         let resp: AppChatResponse = serde_json::from_value(body).unwrap();
         let s: GroupSnapshot = resp.chat_info.into();
         assert_eq!((s.chat_id.as_str(), s.name.as_str(), s.owner.as_str()), ("CHATID", "NAME", "userid2"));
         assert_eq!(s.member_version, None);
-        assert_eq!(s.members, ["userid1", "userid2", "userid3"].map(Member::unknown));
+        let ids: Vec<_> = s.members.iter().map(|m| (m.userid.as_str(), m.role)).collect();
+        assert_eq!(
+            ids,
+            [("userid1", Some(Role::Member)), ("userid2", Some(Role::Owner)), ("userid3", Some(Role::Member))]
+        );
     }
 
     #[test]

@@ -106,13 +106,13 @@ impl Harness {
     }
 }
 
+/// The worker on, the WeCom tenant calling the simulator at `api_base`.
 pub fn pipeline_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
-    test_config_with_store(exchange, &store.url(), "")
-        .replace(
-            "[worker]\nenabled = false",
-            "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]\nconfirm_delay_ms = 300",
-        )
-        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
+    pipeline_test_config(exchange, store, api_base).toml()
+}
+
+pub fn pipeline_test_config(exchange: &str, store: &TestStore, api_base: &str) -> TestConfig {
+    TestConfig::new(exchange, &store.url()).with_worker().wecom_api(api_base)
 }
 
 pub fn kinds(events: &[GroupEvent]) -> Vec<(EventType, Option<&str>, Option<i64>)> {
@@ -120,8 +120,8 @@ pub fn kinds(events: &[GroupEvent]) -> Vec<(EventType, Option<&str>, Option<i64>
 }
 
 pub fn fault_config(exchange: &str, store: &TestStore, api_base: &str) -> String {
-    pipeline_config(exchange, store, api_base).replace(
-        "retry_delays_ms = [200, 300, 500, 800, 1000]",
-        "retry_delays_ms = [200, 300, 500, 800, 1000]\napi_timeout_ms = 400\napi_rate_limit_pause_ms = 700",
-    )
+    pipeline_test_config(exchange, store, api_base)
+        .worker_value("api_timeout_ms", 400)
+        .worker_value("api_rate_limit_pause_ms", 700)
+        .toml()
 }

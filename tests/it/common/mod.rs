@@ -2,11 +2,14 @@
 //! each test with its own exchange name (so its own queues), and cleans up after itself.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod harness;
 pub mod proxy;
 pub mod scenario;
 pub mod serve;
 
+#[allow(unused_imports)]
+pub use config::TestConfig;
 #[allow(unused_imports)]
 pub use harness::*;
 #[allow(unused_imports)]
@@ -44,42 +47,9 @@ pub fn test_config(exchange: &str, extra_toml: &str) -> String {
     test_config_with_store(exchange, &store, extra_toml)
 }
 
+/// [`TestConfig::new`] with raw TOML appended (for tests that add a section of their own).
 pub fn test_config_with_store(exchange: &str, store_url: &str, extra_toml: &str) -> String {
-    format!(
-        r#"
-[http]
-listen = "127.0.0.1:0"
-
-[worker]
-enabled = false
-
-[store]
-url = "{store_url}"
-
-[amqp]
-url = "{amqp}"
-exchange = "{exchange}"
-
-[[wecom]]
-tenant = "{TENANT}"
-corp_id = "{CORP_ID}"
-token = "{TOKEN}"
-encoding_aes_key = "{AES_KEY}"
-secret = "test-secret"
-api_base = "http://127.0.0.1:9"
-allow_documented_test_key = true
-
-[[wecom]]
-tenant = "vector_a"
-corp_id = "wx5823bf96d3bd56c7"
-token = "QDG6eK"
-encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
-secret = "test-secret"
-allow_documented_test_key = true
-{extra_toml}
-"#,
-        amqp = amqp_url(),
-    )
+    TestConfig::new(exchange, store_url).section(extra_toml).toml()
 }
 
 pub struct TestApp {
@@ -97,6 +67,18 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Waits until `/readyz` says the broker, the store and every shard's consumer are there.
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if reqwest::get(self.url("/readyz")).await.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the app never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops the app the way SIGTERM would and waits for it to finish.
@@ -136,7 +118,11 @@ async fn spawn(config_toml: &str, wait_broker: bool, hooks: groupwatch::app::Hoo
     let stop = CancellationToken::new();
     let signal = stop.clone().cancelled_owned();
     let task = tokio::spawn(app.run_until(signal));
-    TestApp { addr, config, topology, stop, task }
+    let app = TestApp { addr, config, topology, stop, task };
+    if wait_broker && app.config.worker.enabled {
+        app.wait_ready().await;
+    }
+    app
 }
 
 /// A separate AMQP connection, as a consumer of groupwatch would have.

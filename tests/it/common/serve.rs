@@ -1,6 +1,6 @@
 //! The real `groupwatch serve` binary as a child process, for tests that send it signals.
 
-use super::{test_config_with_store, TENANT};
+use super::TENANT;
 use groupwatch::config::Config;
 use groupwatch::tools::replay::Replayer;
 use std::path::{Path, PathBuf};
@@ -16,14 +16,13 @@ pub fn free_port() -> u16 {
 
 /// Worker on with short delays, text logs at info (tests read them), the given port and broker.
 pub fn serve_config(exchange: &str, store_url: &str, api_base: &str, port: u16, amqp_url: &str) -> String {
-    test_config_with_store(exchange, store_url, "\n[log]\nformat = \"text\"\nlevel = \"info\"\n")
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
-        .replace(
-            "[worker]\nenabled = false",
-            "[worker]\nenabled = true\ncoalesce_ms = 100\nretry_delays_ms = [200, 300, 500, 800, 1000]",
-        )
-        .replace("api_base = \"http://127.0.0.1:9\"", &format!("api_base = \"{api_base}\""))
-        .replace(&format!("url = \"{}\"", super::amqp_url()), &format!("url = \"{amqp_url}\""))
+    super::TestConfig::new(exchange, store_url)
+        .with_worker()
+        .listen(&format!("127.0.0.1:{port}"))
+        .wecom_api(api_base)
+        .amqp_url(amqp_url)
+        .section("[log]\nformat = \"text\"\nlevel = \"info\"\n")
+        .toml()
 }
 
 /// POSTs a callback to instance `first`; on 503 or no answer (the instance is down) retries on
