@@ -238,6 +238,7 @@ pub fn build_pipeline(
             retry_delays: config.worker.retry_delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
             confirm_delay: Duration::from_millis(config.worker.confirm_delay_ms),
             stale_horizon: Duration::from_secs(config.worker.stale_horizon_secs),
+            leading_edge: config.worker.leading_edge,
         },
         halt,
     })

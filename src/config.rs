@@ -177,6 +177,9 @@ pub struct WorkerConfig {
     pub outbox_sweep_secs: u64,
     /// A chat with nothing to do for this long releases its actor.
     pub actor_idle_secs: u64,
+    /// A change to a chat quiet for `coalesce_ms` is fetched at once (false: every change waits
+    /// out `coalesce_ms` first, the behaviour before 0.2).
+    pub leading_edge: bool,
 }
 
 impl Default for WorkerConfig {
@@ -196,6 +199,7 @@ impl Default for WorkerConfig {
             stale_horizon_secs: 600,
             outbox_sweep_secs: 60,
             actor_idle_secs: 30,
+            leading_edge: true,
         }
     }
 }

@@ -485,6 +485,8 @@ impl Generation {
         let mut unstored: Option<(Box<Prepared>, usize)> = None;
         // A confirmation read of what a fetch showed beyond the reports is scheduled.
         let mut confirm = false;
+        // When the last attempt ended: a chat quiet for `coalesce` is fetched at once.
+        let mut last_attempt: Option<Instant> = None;
         loop {
             let idle = pending.is_empty() && due.is_none();
             tokio::select! {
@@ -492,7 +494,20 @@ impl Generation {
                 _ = self.cancel.cancelled() => return,
                 msg = rx.recv() => match msg {
                     Some(p) => {
-                        due.get_or_insert_with(|| Instant::now() + settings.coalesce);
+                        // Leading edge: an isolated change is fetched at once; what arrives
+                        // while that fetch runs (or soon after) is coalesced into the next one.
+                        let now = Instant::now();
+                        let quiet = settings.leading_edge
+                            && attempt == 0
+                            && unstored.is_none()
+                            && last_attempt.is_none_or(|t| now.duration_since(t) >= settings.coalesce);
+                        let wanted = if quiet { now } else { now + settings.coalesce };
+                        due = match due {
+                            None => Some(wanted),
+                            // A confirmation read scheduled far ahead must not hold new work back.
+                            Some(d) if confirm && pending.is_empty() => Some(d.min(wanted)),
+                            keep => keep,
+                        };
                         pending.push(p);
                     }
                     None => return,
@@ -523,6 +538,7 @@ impl Generation {
                         }
                     };
                     due = None;
+                    last_attempt = Some(Instant::now());
                     match outcome {
                         Outcome::Done { leftovers, .. } => {
                             self.finish(&mut pending, covered, true).await;

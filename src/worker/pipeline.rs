@@ -36,6 +36,8 @@ pub struct Settings {
     pub confirm_delay: Duration,
     /// A membership the chat left behind less than this long ago is a stale read.
     pub stale_horizon: Duration,
+    /// Fetch a quiet chat's first change at once instead of after `coalesce`.
+    pub leading_edge: bool,
 }
 
 /// What one attempt is asked to do.

@@ -308,3 +308,29 @@ async fn poison_event_goes_to_the_dead_letter_queue_and_is_replayed_after_the_fi
     assert_eq!(queue_len(conn, &dead).await, 0);
     h.finish().await;
 }
+
+/// A change to a quiet chat is fetched at once (leading edge); with `worker.leading_edge = false`
+/// it waits out `worker.coalesce_ms` first. A 10 s window tells the two apart without timing
+/// anything finer than seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_change_is_fetched_at_once_unless_leading_edge_is_off() {
+    for leading_edge in [true, false] {
+        let h =
+            Harness::start_custom(TestStore::sqlite().await, Default::default(), move |exchange, store, api_base| {
+                pipeline_test_config(exchange, store, api_base)
+                    .worker_value("coalesce_ms", 10_000)
+                    .worker_value("leading_edge", leading_edge)
+                    .toml()
+            })
+            .await;
+        h.callback(&callback_xml(1572505490, "create", None, &[], None)).await;
+        let early = h.tap.collect(Duration::from_secs(5)).await;
+        if leading_edge {
+            assert_eq!(early.len(), 3, "published long before the 10 s window ends");
+        } else {
+            assert!(early.is_empty(), "waits out the window: {early:#?}");
+            assert_eq!(h.tap.expect(3, Duration::from_secs(15)).await.len(), 3);
+        }
+        h.finish().await;
+    }
+}
