@@ -24,6 +24,7 @@ use crate::queue::inbound::{Batching, Inbound};
 use crate::queue::publish::Publisher;
 use crate::store::{self, SnapshotStore};
 use crate::telemetry;
+use crate::worker::cluster::Membership;
 use crate::worker::pipeline::{Halt, Pipeline, Settings};
 use crate::worker::resync;
 use crate::worker::{ShardHealth, Worker, WorkerSettings};
@@ -40,6 +41,8 @@ pub struct Application {
     listener: Option<TcpListener>,
     store: Arc<dyn SnapshotStore>,
     worker: Option<Arc<Worker>>,
+    /// This instance among the others sharing the broker and store.
+    membership: Arc<Membership>,
     registry: Arc<Registry>,
     aliases: Arc<Aliases>,
     broker: Broker,
@@ -75,6 +78,12 @@ impl Application {
         let registry = Arc::new(Registry::build(&config)?);
         let aliases = Arc::new(Aliases::new(store.clone()));
         let pipeline = build_pipeline(&config, registry.clone(), store.clone(), &broker, hooks.halt);
+        let membership = Membership::new(
+            store.clone(),
+            config.worker.enabled,
+            config.amqp.inbound_shards,
+            Duration::from_secs(config.worker.rebalance_secs),
+        );
         let worker = config.worker.enabled.then(|| {
             let settings = WorkerSettings {
                 prefetch: config.worker.prefetch,
@@ -83,7 +92,15 @@ impl Application {
                 dedupe_max: config.worker.dedupe_max_keys,
             };
             let tenants = registry.tenants();
-            Arc::new(Worker::new(pipeline.clone(), broker.clone(), inbound.clone(), aliases.clone(), settings, tenants))
+            Arc::new(Worker::new(
+                pipeline.clone(),
+                broker.clone(),
+                inbound.clone(),
+                aliases.clone(),
+                settings,
+                tenants,
+                membership.clone(),
+            ))
         });
         let listener = if config.http.enabled {
             let listener = TcpListener::bind(config.http.listen)
@@ -93,7 +110,19 @@ impl Application {
         } else {
             None
         };
-        Ok(Self { config, listener, store, worker, registry, aliases, broker, broker_task, inbound, shutdown })
+        Ok(Self {
+            config,
+            listener,
+            store,
+            worker,
+            membership,
+            registry,
+            aliases,
+            broker,
+            broker_task,
+            inbound,
+            shutdown,
+        })
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -155,6 +184,8 @@ impl Application {
         }
         let router = self.router()?;
         let worker_stop = CancellationToken::new();
+        let membership_stop = CancellationToken::new();
+        let membership_task = tokio::spawn(self.membership.clone().run(membership_stop.clone()));
         let worker_task = self.worker.clone().map(|w| tokio::spawn(w.run(worker_stop.clone())));
         let resync_task = (self.worker.is_some() && self.config.resync.interval_secs > 0).then(|| {
             tokio::spawn(resync::run_periodically(
@@ -198,6 +229,10 @@ impl Application {
         for task in worker_task.into_iter().chain(resync_task).chain(appchat_task).chain(sweep_task) {
             let _ = tokio::time::timeout(Duration::from_secs(25), task).await;
         }
+        // Leaving the cluster lets the others take this instance's shards at their next tick
+        // instead of after its heartbeat expires.
+        membership_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), membership_task).await;
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.broker_task).await;
         if let Some(reason) = fatal.get() {

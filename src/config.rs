@@ -177,6 +177,9 @@ pub struct WorkerConfig {
     pub outbox_sweep_secs: u64,
     /// A chat with nothing to do for this long releases its actor.
     pub actor_idle_secs: u64,
+    /// Instances heartbeat into the store and split the inbound shards among the live workers;
+    /// a stopped instance's shards move to the others within this many seconds.
+    pub rebalance_secs: u64,
     /// A change to a chat quiet for `coalesce_ms` is fetched at once (false: every change waits
     /// out `coalesce_ms` first, the behaviour before 0.2).
     pub leading_edge: bool,
@@ -199,6 +202,7 @@ impl Default for WorkerConfig {
             stale_horizon_secs: 600,
             outbox_sweep_secs: 60,
             actor_idle_secs: 30,
+            rebalance_secs: 10,
             leading_edge: true,
         }
     }
@@ -445,6 +449,7 @@ impl Config {
             ("worker.stale_horizon_secs", w.stale_horizon_secs),
             ("worker.outbox_sweep_secs", w.outbox_sweep_secs),
             ("worker.actor_idle_secs", w.actor_idle_secs),
+            ("worker.rebalance_secs", w.rebalance_secs),
             ("amqp.confirm_timeout_ms", self.amqp.confirm_timeout_ms),
             ("resync.interval_secs", self.resync.interval_secs),
         ]
@@ -473,6 +478,7 @@ pub const DURATION_BOUNDS: &[(&str, u64, u64, &str)] = &[
     ("worker.stale_horizon_secs", 1, 86_400, "s"),
     ("worker.outbox_sweep_secs", 1, 86_400, "s"),
     ("worker.actor_idle_secs", 1, 86_400, "s"),
+    ("worker.rebalance_secs", 1, 3_600, "s"),
     ("amqp.confirm_timeout_ms", 1, 60_000, "ms"),
     ("resync.interval_secs", 0, 604_800, "s"),
 ];

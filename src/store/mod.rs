@@ -11,6 +11,7 @@
 //! instances sharing state. The rest of the pipeline only sees `Arc<dyn SnapshotStore>`, obtained
 //! from [`connect`].
 
+pub mod coordination;
 mod postgres;
 mod sqlite;
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::core::model::{GroupEvent, GroupKey, GroupSnapshot, Provider, StoredGroup};
+use coordination::{Coordination, InstanceRow};
 
 /// One event as stored and published: the body is serialised once, so what is published is
 /// byte for byte what is stored.
@@ -53,7 +55,7 @@ pub struct ChatProgress {
 }
 
 #[async_trait]
-pub trait SnapshotStore: Send + Sync {
+pub trait SnapshotStore: Coordination + Send + Sync {
     async fn load(&self, key: &GroupKey) -> Result<Option<StoredGroup>, StoreError>;
     /// In one transaction: saves `group`, appends `events` to the chat's outbox and records the
     /// inbound `items` whose changes they are, provided the chat is still at `group.revision`
@@ -573,6 +575,45 @@ use sql_store;
 
 /// Wraps a backend to time every operation, so the backends need not repeat it.
 struct Metered<S>(S);
+
+#[async_trait]
+impl<S: SnapshotStore> Coordination for Metered<S> {
+    async fn heartbeat(&self, instance: &InstanceRow) -> Result<(), StoreError> {
+        timed("heartbeat", self.0.heartbeat(instance)).await
+    }
+
+    async fn leave(&self, instance_id: &str) -> Result<(), StoreError> {
+        timed("leave", self.0.leave(instance_id)).await
+    }
+
+    async fn instances(&self, since_ms: i64) -> Result<Vec<InstanceRow>, StoreError> {
+        timed("instances", self.0.instances(since_ms)).await
+    }
+
+    async fn try_lease(&self, name: &str, holder: &str, until_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
+        timed("try_lease", self.0.try_lease(name, holder, until_ms, now_ms)).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        timed("release_lease", self.0.release_lease(name, holder)).await
+    }
+
+    async fn api_token(&self, account: &str) -> Result<Option<(String, i64)>, StoreError> {
+        timed("api_token", self.0.api_token(account)).await
+    }
+
+    async fn put_api_token(&self, account: &str, token: &str, expires_at_ms: i64) -> Result<(), StoreError> {
+        timed("put_api_token", self.0.put_api_token(account, token, expires_at_ms)).await
+    }
+
+    async fn pause_api(&self, account: &str, until_ms: i64) -> Result<(), StoreError> {
+        timed("pause_api", self.0.pause_api(account, until_ms)).await
+    }
+
+    async fn api_pauses(&self, now_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        timed("api_pauses", self.0.api_pauses(now_ms)).await
+    }
+}
 
 #[async_trait]
 impl<S: SnapshotStore> SnapshotStore for Metered<S> {

@@ -34,3 +34,4 @@ impl PostgresStore {
 }
 
 super::sql_store!(PostgresStore, sqlx::Postgres);
+super::coordination::sql_coordination!(PostgresStore, sqlx::Postgres);

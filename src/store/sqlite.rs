@@ -38,3 +38,4 @@ impl SqliteStore {
 }
 
 super::sql_store!(SqliteStore, sqlx::Sqlite);
+super::coordination::sql_coordination!(SqliteStore, sqlx::Sqlite);

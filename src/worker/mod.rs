@@ -15,6 +15,7 @@
 //!   writer outside this process cannot be overwritten.
 
 pub mod appchat;
+pub mod cluster;
 pub mod pipeline;
 pub mod resync;
 
@@ -71,14 +72,21 @@ struct Pending {
     ack: Arc<DeliveryAck>,
 }
 
-/// Whether each inbound shard has a live consumer, for `/readyz`.
+/// Which inbound shards this instance owns and whether each owned one has a live consumer, for
+/// `/readyz`. Until ownership is first known (the first cluster heartbeat), nothing is ready.
 pub struct ShardHealth {
     alive: Vec<AtomicBool>,
+    owned: Vec<AtomicBool>,
+    known: AtomicBool,
 }
 
 impl ShardHealth {
     pub fn new(shards: u16) -> Self {
-        Self { alive: (0..shards).map(|_| AtomicBool::new(false)).collect() }
+        Self {
+            alive: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            owned: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            known: AtomicBool::new(false),
+        }
     }
 
     fn set(&self, shard: usize, alive: bool) {
@@ -92,9 +100,27 @@ impl ShardHealth {
         });
     }
 
-    /// The shards without a live consumer.
+    fn own(&self, shard: usize, owned: bool) {
+        if let Some(o) = self.owned.get(shard) {
+            o.store(owned, Ordering::Relaxed);
+        }
+    }
+
+    fn ownership_known(&self) {
+        self.known.store(true, Ordering::Relaxed);
+    }
+
+    /// The shards this instance consumes.
+    pub fn owned(&self) -> Vec<usize> {
+        self.owned.iter().enumerate().filter(|(_, o)| o.load(Ordering::Relaxed)).map(|(i, _)| i).collect()
+    }
+
+    /// The owned shards without a live consumer; every shard while ownership is not yet known.
     pub fn down(&self) -> Vec<usize> {
-        self.alive.iter().enumerate().filter(|(_, a)| !a.load(Ordering::Relaxed)).map(|(i, _)| i).collect()
+        if !self.known.load(Ordering::Relaxed) {
+            return (0..self.alive.len()).collect();
+        }
+        self.owned().into_iter().filter(|s| !self.alive.get(*s).is_some_and(|a| a.load(Ordering::Relaxed))).collect()
     }
 }
 
@@ -110,6 +136,8 @@ pub struct Worker {
     /// The configured (provider, tenant) pairs: work for any other is parked, not processed.
     tenants: HashSet<(Provider, String)>,
     pub health: Arc<ShardHealth>,
+    /// Which shards this instance consumes.
+    membership: Arc<cluster::Membership>,
 }
 
 /// Keys of notifications fully processed within the dedupe window: a vendor's retries of them
@@ -215,9 +243,11 @@ impl Worker {
         aliases: Arc<Aliases>,
         settings: WorkerSettings,
         tenants: HashSet<(Provider, String)>,
+        membership: Arc<cluster::Membership>,
     ) -> Self {
         let health = Arc::new(ShardHealth::new(broker.topology().inbound_shards));
         Self {
+            membership,
             pipeline,
             broker,
             inbound,
@@ -271,17 +301,56 @@ impl Generation {
         let channel = self.link.connection.create_channel().await?;
         channel.basic_qos(self.worker.prefetch, BasicQosOptions::default()).await?;
         let _ = self.channel.set(channel.clone());
-        for (shard, queue) in self.worker.broker.topology().inbound_queues().enumerate() {
-            let generation = self.clone();
-            let channel = channel.clone();
-            self.spawn(async move { generation.consume(shard, queue, channel).await });
-        }
+        let generation = self.clone();
+        self.spawn(async move { generation.follow_ownership(channel).await });
         Ok(())
+    }
+
+    /// Consumes the shards this instance owns, as ownership changes: a shard gained is
+    /// subscribed to (RabbitMQ keeps the previous owner's consumer active until it leaves), a
+    /// shard lost is unsubscribed from (its in-flight work still finishes and is acked).
+    async fn follow_ownership(self: Arc<Self>, channel: lapin::Channel) {
+        let mut owned = self.worker.membership.owned();
+        let mut consuming: HashMap<u16, CancellationToken> = HashMap::new();
+        loop {
+            let decided: Option<HashSet<u16>> = owned.borrow_and_update().as_ref().map(|o| o.iter().copied().collect());
+            let Some(wanted) = decided else {
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return,
+                    changed = owned.changed() => if changed.is_err() { return },
+                }
+                continue;
+            };
+            consuming.retain(|shard, stop| {
+                let keep = wanted.contains(shard);
+                if !keep {
+                    stop.cancel();
+                    self.worker.health.own(*shard as usize, false);
+                }
+                keep
+            });
+            for shard in wanted {
+                if consuming.contains_key(&shard) {
+                    continue;
+                }
+                let stop = self.cancel.child_token();
+                consuming.insert(shard, stop.clone());
+                self.worker.health.own(shard as usize, true);
+                let queue = self.worker.broker.topology().inbound_queue(shard);
+                let (generation, channel) = (self.clone(), channel.clone());
+                self.spawn(async move { generation.consume(shard as usize, queue, channel, stop).await });
+            }
+            self.worker.health.ownership_known();
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                changed = owned.changed() => if changed.is_err() { return },
+            }
+        }
     }
 
     /// Consumes one shard until the generation ends. A consumer the broker cancels (its queue
     /// was deleted) is re-declared and consumed again, so intake and processing resume.
-    async fn consume(self: Arc<Self>, shard: usize, queue: String, channel: lapin::Channel) {
+    async fn consume(self: Arc<Self>, shard: usize, queue: String, channel: lapin::Channel, stop: CancellationToken) {
         let health = self.worker.health.clone();
         loop {
             let consumer =
@@ -298,7 +367,15 @@ impl Generation {
             let mut consumer = consumer;
             loop {
                 let next = tokio::select! {
-                    _ = self.cancel.cancelled() => {
+                    _ = stop.cancelled() => {
+                        // No longer ours (or the generation ends): no new deliveries; what is in
+                        // flight finishes and is acked by its actors.
+                        if !self.cancel.is_cancelled() {
+                            let tag = consumer.tag();
+                            if let Err(e) = channel.basic_cancel(tag.as_str(), Default::default()).await {
+                                tracing::warn!(queue, error = %e, "cannot cancel the consumer of a shard no longer owned");
+                            }
+                        }
                         health.set(shard, false);
                         return;
                     }
@@ -324,7 +401,7 @@ impl Generation {
             );
             loop {
                 tokio::select! {
-                    _ = self.cancel.cancelled() => return,
+                    _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(RECONSUME_BACKOFF) => {}
                 }
                 match self.worker.broker.topology().declare(&channel).await {

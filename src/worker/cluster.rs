@@ -1,0 +1,181 @@
+//! Several instances on one broker and one store: each heartbeats into the store, and the live
+//! workers split the inbound shards among themselves by rendezvous hashing, so processing spreads
+//! over them. When an instance stops heartbeating, its shards go to the others at their next
+//! tick, within `worker.rebalance_secs`.
+//!
+//! Ownership only decides who *subscribes* to a shard. RabbitMQ's single-active-consumer still
+//! lets one consumer at a time receive a shard's messages, and saves are conditional on the
+//! revision loaded, so two instances that briefly both believe they own a shard (their views of
+//! the live set differ for a tick) can neither process a chat at once nor overwrite each other.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::clock::now_ms;
+use crate::core::ids::short_hash;
+use crate::store::coordination::{InstanceInfo, InstanceRow};
+use crate::store::SnapshotStore;
+
+/// This instance in the cluster.
+pub struct Membership {
+    store: Arc<dyn SnapshotStore>,
+    pub instance_id: String,
+    started_at_ms: i64,
+    worker: bool,
+    shards: u16,
+    rebalance: Duration,
+    /// `None` until the first heartbeat has decided.
+    owned: watch::Sender<Option<Vec<u16>>>,
+    live_workers: watch::Sender<usize>,
+    /// API calls per vendor account in the last minute, reported by the API clients.
+    calls: Mutex<BTreeMap<String, u64>>,
+}
+
+/// The instance among `instances` that owns `shard`: the highest score of hash(instance, shard).
+/// Every instance computes the same answer from the same live set, and a change of the set moves
+/// only the shards of the instance that came or went.
+pub fn rendezvous(instances: &[String], shard: u16) -> Option<&str> {
+    instances.iter().max_by_key(|i| short_hash(&[i.as_str(), &shard.to_string()])).map(String::as_str)
+}
+
+impl Membership {
+    pub fn new(store: Arc<dyn SnapshotStore>, worker: bool, shards: u16, rebalance: Duration) -> Arc<Self> {
+        let host = hostname();
+        let instance_id = format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        Arc::new(Self {
+            store,
+            instance_id,
+            started_at_ms: now_ms(),
+            worker,
+            shards,
+            rebalance,
+            owned: watch::channel(None).0,
+            live_workers: watch::channel(1).0,
+            calls: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The shards this instance consumes (`None` until first decided); changes as instances
+    /// come and go.
+    pub fn owned(&self) -> watch::Receiver<Option<Vec<u16>>> {
+        self.owned.subscribe()
+    }
+
+    /// How many workers are alive (at least 1: this one), for splitting per-account budgets.
+    pub fn live_workers(&self) -> watch::Receiver<usize> {
+        self.live_workers.subscribe()
+    }
+
+    /// Reports the API calls made for a vendor account in the last minute.
+    pub fn report_calls(&self, account: &str, per_minute: u64) {
+        self.calls.lock().expect("calls lock").insert(account.to_owned(), per_minute);
+    }
+
+    /// An instance that has not heartbeat for this long is dead.
+    fn expiry(&self) -> Duration {
+        self.rebalance / 2
+    }
+
+    /// How often to heartbeat and rebalance: four times per `rebalance`, so a dead instance's
+    /// shards move within it.
+    fn tick(&self) -> Duration {
+        (self.rebalance / 4).max(Duration::from_millis(100))
+    }
+
+    /// Heartbeats and rebalances until `stop`, then leaves the cluster.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.beat().await {
+                tracing::warn!(error = %e, "cluster heartbeat failed; keeping the shards owned so far");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(self.tick()) => {}
+            }
+        }
+        if let Err(e) = self.store.leave(&self.instance_id).await {
+            tracing::warn!(error = %e, "could not leave the cluster cleanly; the others will notice by the heartbeat");
+        }
+    }
+
+    /// One heartbeat and rebalance.
+    pub async fn beat(&self) -> Result<(), crate::store::StoreError> {
+        let now = now_ms();
+        let info = InstanceInfo {
+            host: hostname(),
+            pid: std::process::id(),
+            shards: self.owned.borrow().clone().unwrap_or_default(),
+            calls_per_minute: self.calls.lock().expect("calls lock").clone(),
+        };
+        let me = InstanceRow {
+            instance_id: self.instance_id.clone(),
+            started_at_ms: self.started_at_ms,
+            heartbeat_at_ms: now,
+            worker: self.worker,
+            info,
+        };
+        self.store.heartbeat(&me).await?;
+        let since = now - self.expiry().as_millis() as i64;
+        let mut workers: Vec<String> =
+            self.store.instances(since).await?.into_iter().filter(|i| i.worker).map(|i| i.instance_id).collect();
+        if self.worker && !workers.contains(&self.instance_id) {
+            workers.push(self.instance_id.clone());
+        }
+        workers.sort();
+        let owned: Vec<u16> = if self.worker {
+            (0..self.shards).filter(|s| rendezvous(&workers, *s) == Some(self.instance_id.as_str())).collect()
+        } else {
+            Vec::new()
+        };
+        self.live_workers.send_if_modified(|n| {
+            let changed = *n != workers.len().max(1);
+            *n = workers.len().max(1);
+            changed
+        });
+        metrics::gauge!("groupwatch_live_workers").set(workers.len() as f64);
+        metrics::gauge!("groupwatch_shards_owned").set(owned.len() as f64);
+        self.owned.send_if_modified(|current| {
+            if current.as_ref() == Some(&owned) {
+                return false;
+            }
+            tracing::info!(instance = %self.instance_id, shards = ?owned, workers = workers.len(), "inbound shards rebalanced");
+            *current = Some(owned);
+            true
+        });
+        Ok(())
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "groupwatch".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_spreads_shards_and_moves_only_the_gone_instances() {
+        let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let owners: Vec<&str> = (0..64).map(|s| rendezvous(&three, s).unwrap()).collect();
+        for i in &three {
+            let n = owners.iter().filter(|o| **o == i.as_str()).count();
+            assert!((10..=35).contains(&n), "{i} owns {n} of 64");
+        }
+        let two: Vec<String> = ["a", "c"].map(String::from).to_vec();
+        for (s, owner) in owners.iter().enumerate() {
+            let now = rendezvous(&two, s as u16).unwrap();
+            if *owner != "b" {
+                assert_eq!(now, *owner, "shard {s} moved although its owner stayed");
+            }
+        }
+        assert_eq!(rendezvous(&[], 0), None);
+    }
+}
