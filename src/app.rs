@@ -84,6 +84,7 @@ impl Application {
             config.amqp.inbound_shards,
             Duration::from_secs(config.worker.rebalance_secs),
         );
+        registry.join(&membership.shared);
         let worker = config.worker.enabled.then(|| {
             let settings = WorkerSettings {
                 prefetch: config.worker.prefetch,
@@ -192,6 +193,7 @@ impl Application {
                 self.registry.clone(),
                 self.inbound.clone(),
                 self.config.clone(),
+                self.membership.clone(),
                 Duration::from_secs(self.config.resync.interval_secs),
                 worker_stop.clone(),
             ))
@@ -201,6 +203,7 @@ impl Application {
                 tokio::spawn(crate::worker::appchat::poll(
                     self.inbound.clone(),
                     self.config.wecom.clone(),
+                    self.membership.clone(),
                     worker_stop.clone(),
                 ))
             });

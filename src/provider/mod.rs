@@ -11,6 +11,7 @@
 //!
 //! [`registry::Registry`] maps (provider, tenant) to codecs and providers to sources.
 
+pub mod account;
 pub mod dingtalk;
 pub mod registry;
 pub mod tim;

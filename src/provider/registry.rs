@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::account::Shared;
 use super::wecom::codec::WecomCodec;
 use super::wecom::{ApiLimits, WecomClient};
 use super::{CallbackCodec, GroupLister, GroupSource};
@@ -60,6 +61,13 @@ impl Registry {
             listers.insert(Provider::Wecom, Arc::new(wecom.clone()));
         }
         Ok(Self { tenants, sources, listers, wecom })
+    }
+
+    /// Spends every vendor account's budget together with the other instances from now on.
+    pub fn join(&self, shared: &Arc<Shared>) {
+        for account in self.wecom.accounts() {
+            account.join(shared);
+        }
     }
 
     pub fn tenant(&self, provider: Provider, tenant: &str) -> Option<&Tenant> {

@@ -37,6 +37,8 @@ pub trait Coordination: Send + Sync {
     async fn heartbeat(&self, instance: &InstanceRow) -> Result<(), StoreError>;
     /// Forgets an instance (it stops cleanly, or its heartbeat is long gone).
     async fn leave(&self, instance_id: &str) -> Result<(), StoreError>;
+    /// Forgets every instance whose last heartbeat is before `before_ms` (killed, never left).
+    async fn forget_instances(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// Every instance with a heartbeat at or after `since_ms`.
     async fn instances(&self, since_ms: i64) -> Result<Vec<InstanceRow>, StoreError>;
     /// Takes the lease `name` for `holder` until `until_ms`, if it is free (expired before
@@ -47,6 +49,8 @@ pub trait Coordination: Send + Sync {
     /// The access token stored for a vendor account, with its expiry.
     async fn api_token(&self, account: &str) -> Result<Option<(String, i64)>, StoreError>;
     async fn put_api_token(&self, account: &str, token: &str, expires_at_ms: i64) -> Result<(), StoreError>;
+    /// Every stored token's account and expiry, without the tokens (for `groupwatch status`).
+    async fn api_token_expiries(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Pauses an account's API calls until `until_ms` (a vendor said "too many calls").
     async fn pause_api(&self, account: &str, until_ms: i64) -> Result<(), StoreError>;
     /// Every pause still running at `now_ms`.
@@ -59,6 +63,7 @@ pub(super) mod sql {
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (instance_id) DO UPDATE SET \
          heartbeat_at_ms = excluded.heartbeat_at_ms, worker = excluded.worker, info = excluded.info";
     pub const LEAVE: &str = "DELETE FROM instances WHERE instance_id = $1";
+    pub const FORGET: &str = "DELETE FROM instances WHERE heartbeat_at_ms < $1";
     pub const INSTANCES: &str = "SELECT instance_id, started_at_ms, heartbeat_at_ms, worker, info FROM instances \
          WHERE heartbeat_at_ms >= $1 ORDER BY instance_id";
     pub const TRY_LEASE: &str = "INSERT INTO leases (name, holder, until_ms) VALUES ($1, $2, $3) \
@@ -68,6 +73,7 @@ pub(super) mod sql {
     pub const TOKEN: &str = "SELECT token, expires_at_ms FROM api_tokens WHERE account = $1";
     pub const PUT_TOKEN: &str = "INSERT INTO api_tokens (account, token, expires_at_ms) VALUES ($1, $2, $3) \
          ON CONFLICT (account) DO UPDATE SET token = excluded.token, expires_at_ms = excluded.expires_at_ms";
+    pub const TOKEN_EXPIRIES: &str = "SELECT account, expires_at_ms FROM api_tokens ORDER BY account";
     pub const PAUSE: &str = "INSERT INTO api_pauses (account, until_ms) VALUES ($1, $2) \
          ON CONFLICT (account) DO UPDATE SET until_ms = excluded.until_ms";
     pub const PAUSES: &str = "SELECT account, until_ms FROM api_pauses WHERE until_ms > $1";
@@ -100,6 +106,14 @@ macro_rules! sql_coordination {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn forget_instances(&self, before_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query::<$db>($crate::store::coordination::sql::FORGET)
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
 
             async fn instances(
@@ -172,6 +186,10 @@ macro_rules! sql_coordination {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn api_token_expiries(&self) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::coordination::sql::TOKEN_EXPIRIES).fetch_all(&self.pool).await?)
             }
 
             async fn pause_api(&self, account: &str, until_ms: i64) -> Result<(), $crate::store::StoreError> {

@@ -586,6 +586,10 @@ impl<S: SnapshotStore> Coordination for Metered<S> {
         timed("leave", self.0.leave(instance_id)).await
     }
 
+    async fn forget_instances(&self, before_ms: i64) -> Result<u64, StoreError> {
+        timed("forget_instances", self.0.forget_instances(before_ms)).await
+    }
+
     async fn instances(&self, since_ms: i64) -> Result<Vec<InstanceRow>, StoreError> {
         timed("instances", self.0.instances(since_ms)).await
     }
@@ -604,6 +608,10 @@ impl<S: SnapshotStore> Coordination for Metered<S> {
 
     async fn put_api_token(&self, account: &str, token: &str, expires_at_ms: i64) -> Result<(), StoreError> {
         timed("put_api_token", self.0.put_api_token(account, token, expires_at_ms)).await
+    }
+
+    async fn api_token_expiries(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        timed("api_token_expiries", self.0.api_token_expiries()).await
     }
 
     async fn pause_api(&self, account: &str, until_ms: i64) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 //! from the stored snapshot. Changes found this way have `occurred_at: null`, the first look is a
 //! baseline, and a change is believed once a second read confirms it (`worker.confirm_delay_ms`).
 
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -13,23 +14,31 @@ use crate::core::clock::now_ms;
 use crate::core::model::Provider;
 use crate::provider::wecom::config::WecomTenant;
 use crate::queue::inbound::{Inbound, InboundEvent, Work};
+use crate::worker::cluster::Membership;
 
 /// Polls every tenant's app chats until `stop`, one timer per tenant. The first look is at once,
-/// so that the baseline is in place before anything changes.
-pub async fn poll(inbound: Inbound, tenants: Vec<WecomTenant>, stop: CancellationToken) {
+/// so that the baseline is in place before anything changes. Each poll is a turn (a lease in the
+/// store): with several instances, one of them polls each period.
+pub async fn poll(inbound: Inbound, tenants: Vec<WecomTenant>, membership: Arc<Membership>, stop: CancellationToken) {
     let tasks = tenants.into_iter().filter(|t| !t.appchats.is_empty()).map(|t| {
         let inbound = inbound.clone();
         let stop = stop.clone();
+        let membership = membership.clone();
         async move {
-            let mut ticks = tokio::time::interval(Duration::from_secs(t.appchat_poll_secs));
+            let period = Duration::from_secs(t.appchat_poll_secs);
+            // Asked four times per period, so a dead holder's turn slips by a quarter at most.
+            let mut ticks = tokio::time::interval((period / 4).max(Duration::from_millis(200)));
             // A tick missed while the broker was away is not worth two looks in a row.
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let turn = format!("appchat:{}", t.tenant);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = ticks.tick() => {}
                 }
-                request(&inbound, &t).await;
+                if membership.claim_turn(&turn, period).await {
+                    request(&inbound, &t).await;
+                }
             }
         }
     });

@@ -8,7 +8,7 @@
 //! revision loaded, so two instances that briefly both believe they own a shard (their views of
 //! the live set differ for a tick) can neither process a chat at once nor overwrite each other.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -16,8 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::clock::now_ms;
 use crate::core::ids::short_hash;
-use crate::store::coordination::{InstanceInfo, InstanceRow};
+use crate::provider::account::Shared;
+use crate::store::coordination::{Coordination, InstanceInfo, InstanceRow};
 use crate::store::SnapshotStore;
+
+/// An instance silent for this long is dropped from the table (it is dead long before).
+const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// This instance in the cluster.
 pub struct Membership {
@@ -30,8 +34,10 @@ pub struct Membership {
     /// `None` until the first heartbeat has decided.
     owned: watch::Sender<Option<Vec<u16>>>,
     live_workers: watch::Sender<usize>,
-    /// API calls per vendor account in the last minute, reported by the API clients.
-    calls: Mutex<BTreeMap<String, u64>>,
+    /// The vendor budgets the instances share.
+    pub shared: Arc<Shared>,
+    /// Leases this instance holds for turns of once-per-period work: name → until (epoch ms).
+    turns: Mutex<HashMap<String, i64>>,
 }
 
 /// The instance among `instances` that owns `shard`: the highest score of hash(instance, shard).
@@ -45,6 +51,9 @@ impl Membership {
     pub fn new(store: Arc<dyn SnapshotStore>, worker: bool, shards: u16, rebalance: Duration) -> Arc<Self> {
         let host = hostname();
         let instance_id = format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let live_workers = watch::channel(1).0;
+        let coordination: Arc<dyn Coordination> = store.clone();
+        let shared = Shared::new(coordination, instance_id.clone(), live_workers.subscribe());
         Arc::new(Self {
             store,
             instance_id,
@@ -53,8 +62,9 @@ impl Membership {
             shards,
             rebalance,
             owned: watch::channel(None).0,
-            live_workers: watch::channel(1).0,
-            calls: Mutex::new(BTreeMap::new()),
+            live_workers,
+            shared,
+            turns: Mutex::new(HashMap::new()),
         })
     }
 
@@ -69,9 +79,28 @@ impl Membership {
         self.live_workers.subscribe()
     }
 
-    /// Reports the API calls made for a vendor account in the last minute.
-    pub fn report_calls(&self, account: &str, per_minute: u64) {
-        self.calls.lock().expect("calls lock").insert(account.to_owned(), per_minute);
+    /// Whether this instance takes the next turn of work that must run once per `period` across
+    /// the instances (`name`, e.g. `resync:wecom:acme`): it does when it wins the lease for the
+    /// next `period`. A holder does not renew before its turn ends, so the work runs once per
+    /// period wherever it runs; a dead holder's turn goes to whoever asks first after it ends.
+    /// Callers ask a few times per period so that the spacing stays close to `period`.
+    pub async fn claim_turn(&self, name: &str, period: Duration) -> bool {
+        let now = now_ms();
+        if self.turns.lock().expect("turns lock").get(name).is_some_and(|until| now < *until) {
+            return false;
+        }
+        let until = now + period.as_millis() as i64;
+        match self.store.try_lease(name, &self.instance_id, until, now).await {
+            Ok(true) => {
+                self.turns.lock().expect("turns lock").insert(name.to_owned(), until);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(lease = name, error = %e, "cannot take a turn; another instance may");
+                false
+            }
+        }
     }
 
     /// An instance that has not heartbeat for this long is dead.
@@ -108,7 +137,7 @@ impl Membership {
             host: hostname(),
             pid: std::process::id(),
             shards: self.owned.borrow().clone().unwrap_or_default(),
-            calls_per_minute: self.calls.lock().expect("calls lock").clone(),
+            calls_per_minute: self.shared.usage(),
         };
         let me = InstanceRow {
             instance_id: self.instance_id.clone(),
@@ -118,6 +147,8 @@ impl Membership {
             info,
         };
         self.store.heartbeat(&me).await?;
+        // Rows of instances killed long ago would only clutter `groupwatch status`.
+        self.store.forget_instances(now - FORGET_AFTER.as_millis() as i64).await?;
         let since = now - self.expiry().as_millis() as i64;
         let mut workers: Vec<String> =
             self.store.instances(since).await?.into_iter().filter(|i| i.worker).map(|i| i.instance_id).collect();

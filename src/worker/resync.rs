@@ -22,6 +22,7 @@ use crate::provider::registry::Registry;
 use crate::provider::{ApiError, GroupLister};
 use crate::queue::inbound::{HandOffError, Inbound, InboundEvent, Work};
 use crate::store::SnapshotStore;
+use crate::worker::cluster::Membership;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -172,17 +173,29 @@ fn progress_bar(tenant: &str, len: usize) -> ProgressBar {
 }
 
 /// Inside `serve`: every `interval`, queues a reconcile request for every group of every tenant.
+/// Each tenant's turn is a lease in the store, so with several instances a tenant is listed once
+/// per interval, by whichever instance takes the turn.
 pub async fn run_periodically(
     registry: Arc<Registry>,
     inbound: Inbound,
     config: Config,
+    membership: Arc<Membership>,
     interval: Duration,
     stop: CancellationToken,
 ) {
+    // The first turn comes one interval after start, as with a single instance.
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = tokio::time::sleep(interval) => {}
+    }
+    // Asking four times per interval keeps a dead holder's turn from slipping by more than a
+    // quarter interval.
+    let mut ticks = tokio::time::interval((interval / 4).max(Duration::from_millis(200)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = ticks.tick() => {}
         }
         let targets = match targets(&config) {
             Ok(t) => t,
@@ -193,6 +206,10 @@ pub async fn run_periodically(
         };
         for target in targets {
             let Some(lister) = registry.lister(target.provider) else { continue };
+            let turn = format!("resync:{}:{}", target.provider, target.tenant);
+            if !membership.claim_turn(&turn, interval).await {
+                continue;
+            }
             match request_tenant(lister.as_ref(), &inbound, &target).await {
                 Ok(chats) => tracing::info!(provider = %target.provider, tenant = %target.tenant, groups = chats.len(),
                     "resync requested"),

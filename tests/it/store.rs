@@ -3,6 +3,7 @@
 
 use futures_util::FutureExt;
 use groupwatch::core::model::{GroupKey, GroupSnapshot, Member, Provider, Replaced, StoredGroup};
+use groupwatch::store::coordination::{Coordination, InstanceInfo, InstanceRow};
 use groupwatch::store::{self, OutboxEvent, SnapshotStore, StoreError};
 use sqlx::{Connection, PgConnection};
 use std::future::Future;
@@ -76,6 +77,46 @@ async fn contract(store: Arc<dyn SnapshotStore>) {
     assert_eq!(store.load(&other_chat).await.unwrap().as_ref(), Some(&other));
 
     outbox_contract(&store).await;
+    coordination_contract(&store).await;
+}
+
+/// What instances share: heartbeats, leases that only one holder gets, tokens and pauses.
+async fn coordination_contract(store: &Arc<dyn SnapshotStore>) {
+    let row = |id: &str, at: i64| InstanceRow {
+        instance_id: id.into(),
+        started_at_ms: 1,
+        heartbeat_at_ms: at,
+        worker: true,
+        info: InstanceInfo { host: "h".into(), pid: 7, shards: vec![0, 3], calls_per_minute: Default::default() },
+    };
+    store.heartbeat(&row("a", 1_000)).await.unwrap();
+    store.heartbeat(&row("b", 2_000)).await.unwrap();
+    store.heartbeat(&row("a", 3_000)).await.unwrap();
+    let live = store.instances(2_500).await.unwrap();
+    assert_eq!(live, vec![row("a", 3_000)], "a heartbeat refreshes, an old one is not live");
+    assert_eq!(store.forget_instances(2_500).await.unwrap(), 1);
+    assert_eq!(store.instances(0).await.unwrap().len(), 1);
+    store.leave("a").await.unwrap();
+    assert!(store.instances(0).await.unwrap().is_empty());
+
+    assert!(store.try_lease("resync:wecom:acme", "a", 10_000, 1_000).await.unwrap());
+    assert!(!store.try_lease("resync:wecom:acme", "b", 20_000, 5_000).await.unwrap(), "held by a");
+    assert!(store.try_lease("resync:wecom:acme", "a", 20_000, 5_000).await.unwrap(), "its holder renews");
+    assert!(store.try_lease("resync:wecom:acme", "b", 30_000, 20_001).await.unwrap(), "expired: b takes it");
+    store.release_lease("resync:wecom:acme", "a").await.unwrap();
+    assert!(!store.try_lease("resync:wecom:acme", "a", 40_000, 20_002).await.unwrap(), "a cannot release b's");
+    store.release_lease("resync:wecom:acme", "b").await.unwrap();
+    assert!(store.try_lease("resync:wecom:acme", "a", 40_000, 20_003).await.unwrap(), "released");
+
+    assert_eq!(store.api_token("wecom:corp").await.unwrap(), None);
+    store.put_api_token("wecom:corp", "t1", 9_000).await.unwrap();
+    store.put_api_token("wecom:corp", "t2", 9_500).await.unwrap();
+    assert_eq!(store.api_token("wecom:corp").await.unwrap(), Some(("t2".into(), 9_500)));
+    assert_eq!(store.api_token_expiries().await.unwrap(), vec![("wecom:corp".into(), 9_500)]);
+
+    store.pause_api("wecom:corp", 5_000).await.unwrap();
+    assert_eq!(store.api_pauses(4_000).await.unwrap(), vec![("wecom:corp".into(), 5_000)]);
+    assert!(store.api_pauses(5_000).await.unwrap().is_empty(), "a pause ends");
 }
 
 fn event(seq: i64, body: &str) -> OutboxEvent {

@@ -2,24 +2,23 @@
 //! [`WecomClient::call`] is the one way to call WeCom (the administration calls of
 //! [`super::admin`] go through it too).
 //!
-//! Tokens are cached per (api_base, corp, secret) and refreshed by one caller at a time
-//! (single flight), a few minutes before they expire and whenever WeCom says a token is invalid
-//! (40001/40014/42001), after which the call is retried once.
+//! Each (api_base, corp, secret) is one [`Account`]: its token is refreshed by one caller at a
+//! time (across instances when they share a store), a few minutes before it expires and whenever
+//! WeCom says a token is invalid (40001/40014/42001), after which the call is retried once.
 
 use async_trait::async_trait;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Secret;
 use crate::core::consistency::Consistency;
+use crate::core::ids::short_hash;
 use crate::core::model::{GroupSnapshot, Member};
+use crate::provider::account::{Account, Budget};
 use crate::provider::wecom::config::WecomTenant;
 use crate::provider::{ApiError, GroupLister, GroupSource};
 
@@ -37,41 +36,13 @@ const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
 /// 1 MiB; past this the answer is refused rather than buffered without end.
 pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
-struct CachedToken {
-    value: String,
-    refresh_at: Instant,
-}
-
-/// One (api_base, corp, secret): its token cache, base URL and the limits that protect the
-/// corp's API quota: a rate limiter, a bound on calls in flight (45033) and a pause after 45009.
+/// One (api_base, corp, secret): its base URL, its credentials and its budget (token, rate
+/// limit, calls in flight against 45033, pause after 45009).
 struct CorpApi {
     api_base: String,
     corp_id: String,
     secret: Secret,
-    token: tokio::sync::Mutex<Option<CachedToken>>,
-    rate: DefaultDirectRateLimiter,
-    in_flight: Semaphore,
-    paused_until: Mutex<Option<Instant>>,
-}
-
-impl CorpApi {
-    /// While paused after a 45009, calls fail fast so that the chats reschedule themselves
-    /// instead of queueing behind the pause.
-    fn check_pause(&self) -> Result<(), ApiError> {
-        let paused = self.paused_until.lock().expect("pause lock");
-        match *paused {
-            Some(until) if until > Instant::now() => {
-                Err(ApiError::RateLimited { errcode: 45009, wait: until - Instant::now() })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn pause(&self, wait: Duration) {
-        *self.paused_until.lock().expect("pause lock") = Some(Instant::now() + wait);
-        metrics::counter!("groupwatch_wecom_api_pauses_total").increment(1);
-        tracing::warn!(corp_id = %self.corp_id, pause = ?wait, "WeCom rate limit hit (45009); pausing this corp's calls");
-    }
+    account: Arc<Account>,
 }
 
 /// Client-side limits per corp, from `[worker]`.
@@ -270,13 +241,6 @@ pub struct ListedChat {
     pub status: i64,
 }
 
-/// Allows a sixth of the per-minute budget as a burst, so a quiet corp can absorb a spike.
-fn quota(per_minute: u32) -> Quota {
-    let per_minute = NonZeroU32::new(per_minute.max(1)).expect("positive");
-    let burst = NonZeroU32::new((per_minute.get() / 6).max(1)).expect("positive");
-    Quota::per_minute(per_minute).allow_burst(burst)
-}
-
 /// Classifies a non-zero errcode of an API call.
 fn classify(errcode: i64, errmsg: String, rate_limit_pause: Duration) -> ApiError {
     match errcode {
@@ -320,6 +284,19 @@ impl WecomClient {
             .build()
             .expect("a TLS backend is compiled in");
         let mut shared: HashMap<(String, String, String), Arc<CorpApi>> = HashMap::new();
+        let budget = Budget {
+            per_minute: limits.per_minute,
+            concurrency: limits.concurrency,
+            token_fetch_timeout: limits.timeout,
+        };
+        let secrets_per_corp = |corp: &str| {
+            tenants
+                .iter()
+                .filter(|t| t.corp_id == corp)
+                .map(|t| (t.api_base.as_str(), t.secret.expose()))
+                .collect::<HashSet<_>>()
+                .len()
+        };
         let mut by_tenant = HashMap::new();
         let mut appchats = HashMap::new();
         for t in tenants {
@@ -331,14 +308,18 @@ impl WecomClient {
             let api = shared
                 .entry(id)
                 .or_insert_with(|| {
+                    // Two apps of one corp have two tokens: the key tells them apart without
+                    // naming the secret.
+                    let key = if secrets_per_corp(&t.corp_id) > 1 {
+                        format!("wecom:{}:{}", t.corp_id, &short_hash(&[&api_base, t.secret.expose()])[..8])
+                    } else {
+                        format!("wecom:{}", t.corp_id)
+                    };
                     Arc::new(CorpApi {
                         api_base,
                         corp_id: t.corp_id.clone(),
                         secret: t.secret.clone(),
-                        token: tokio::sync::Mutex::new(None),
-                        rate: RateLimiter::direct(quota(limits.per_minute)),
-                        in_flight: Semaphore::new(limits.concurrency as usize),
-                        paused_until: Mutex::new(None),
+                        account: Account::new(key, budget),
                     })
                 })
                 .clone();
@@ -381,14 +362,19 @@ impl WecomClient {
             .ok_or_else(|| ApiError::Permanent { errcode: 0, errmsg: format!("unknown tenant {tenant:?}") })
     }
 
+    /// Every account this client spends, to join them to the cluster's shared budget.
+    pub fn accounts(&self) -> Vec<Arc<Account>> {
+        let mut seen = HashSet::new();
+        self.tenants.values().filter(|a| seen.insert(a.account.key().to_owned())).map(|a| a.account.clone()).collect()
+    }
+
     /// A valid token, fetching one if there is none or `stale` is the cached one.
     async fn token(&self, api: &CorpApi, stale: Option<&str>) -> Result<String, ApiError> {
-        let mut slot = api.token.lock().await;
-        if let Some(t) = slot.as_ref() {
-            if Instant::now() < t.refresh_at && stale != Some(t.value.as_str()) {
-                return Ok(t.value.clone());
-            }
-        }
+        api.account.token(stale, || self.fetch_token(api)).await
+    }
+
+    /// `gettoken`: a new token and how long to use it.
+    async fn fetch_token(&self, api: &CorpApi) -> Result<(String, Duration), ApiError> {
         self.count_call("gettoken");
         let resp = self
             .http
@@ -411,8 +397,7 @@ impl WecomClient {
             .map_err(|e| ApiError::Transient(format!("gettoken: unexpected answer: {e}")))?;
         let stated = Duration::from_secs(token.expires_in).min(MAX_TOKEN_LIFETIME);
         let lifetime = stated.saturating_sub(TOKEN_MARGIN).max(Duration::from_secs(60));
-        *slot = Some(CachedToken { value: token.access_token.clone(), refresh_at: Instant::now() + lifetime });
-        Ok(token.access_token)
+        Ok((token.access_token, lifetime))
     }
 
     /// POSTs `body` to an API path with the tenant's token, within the corp's rate limit and
@@ -447,12 +432,11 @@ impl WecomClient {
         payload: Payload<'_>,
     ) -> Result<T, ApiError> {
         let api = self.api(tenant)?;
-        api.check_pause()?;
-        let _permit = api.in_flight.acquire().await.expect("semaphore is never closed");
+        let _permit = api.account.admit().await?;
         let mut stale: Option<String> = None;
         loop {
             let token = self.token(api, stale.as_deref()).await?;
-            api.rate.until_ready().await;
+            api.account.pace().await;
             self.count_call(api_name);
             let url = format!("{}{path}", api.api_base);
             let request = match payload {
@@ -478,7 +462,7 @@ impl WecomClient {
                 code => {
                     let err = classify(code, status.errmsg, self.rate_limit_pause);
                     if let ApiError::RateLimited { wait, .. } = &err {
-                        api.pause(*wait);
+                        api.account.pause(*wait).await;
                     }
                     tracing::warn!(tenant, api = api_name, errcode = code, error = %err, "WeCom API error");
                     return Err(err);
