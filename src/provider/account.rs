@@ -298,9 +298,10 @@ mod tests {
     async fn a_paused_account_fails_fast_with_the_time_left() {
         let account = Account::new("wecom:corp".into(), budget());
         account.pause(Duration::from_secs(30)).await;
-        match account.admit().await {
+        let admitted = account.admit().await.map(|_| ());
+        match admitted {
             Err(ApiError::RateLimited { wait, .. }) => assert!(wait > Duration::from_secs(29)),
-            other => panic!("expected a pause, got {:?}", other.map(|_| ())),
+            other => panic!("expected a pause, got {other:?}"),
         }
     }
 }
