@@ -3,7 +3,7 @@
 
 use futures_util::FutureExt;
 use groupwatch::core::model::{GroupKey, GroupSnapshot, Member, Provider, Replaced, StoredGroup};
-use groupwatch::store::coordination::{Coordination, InstanceInfo, InstanceRow};
+use groupwatch::store::coordination::{InstanceInfo, InstanceRow};
 use groupwatch::store::{self, OutboxEvent, SnapshotStore, StoreError};
 use sqlx::{Connection, PgConnection};
 use std::future::Future;
