@@ -216,8 +216,9 @@ pub struct AmqpConfig {
     pub declare_default_queues: bool,
     /// How long the callback waits for the broker to confirm the hand-off before answering 503.
     pub confirm_timeout_ms: u64,
-    /// Number of inbound queues (`{exchange}.inbound.N`); chats are spread over them by hash.
-    /// Every instance on one broker must use the same value.
+    /// Number of inbound queues (`{exchange}.inbound.N`); chats are spread over them by hash,
+    /// and the live workers split the queues among themselves. Every instance on one exchange
+    /// must use the same value; `groupwatch reshard` changes it for a stopped deployment.
     pub inbound_shards: u16,
     /// Most callbacks in one hand-off flush (group commit); a flush is one inbound message per
     /// shard it touches, confirmed together.
@@ -234,7 +235,7 @@ impl Default for AmqpConfig {
             exchange: "groupwatch".into(),
             declare_default_queues: true,
             confirm_timeout_ms: 3_000,
-            inbound_shards: 4,
+            inbound_shards: 16,
             handoff_max_batch: 512,
             handoff_in_flight: 1,
         }

@@ -75,6 +75,24 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Move the queued work to the shard count now in amqp.inbound_shards, after every instance
+    /// on the exchange has stopped; instances with the old count are refused from then on.
+    Reshard {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The shard count the exchange was run with (the old amqp.inbound_shards).
+        #[arg(long)]
+        from: u16,
+    },
+    /// The instances sharing the configured store: who is live, who consumes which inbound
+    /// shard, each vendor account's token expiry, calls in the last minute and pauses.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// A WeCom, DingTalk and Tencent IM API simulator for demos and tests.
     Sim {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -235,6 +253,36 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
                 eprintln!("groupwatch: some groups were not reconciled in time; is a worker (`serve`) running?");
             }
             Ok(if all_done { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Reshard { config, from } => {
+            let config = load_config(&config)?;
+            if !(1..=256).contains(&from) {
+                return Err(Failure::Usage("--from: must be between 1 and 256".into()));
+            }
+            use groupwatch::queue::reshard::{reshard, ReshardError};
+            match reshard(&config.amqp, from).await {
+                Ok(s) => {
+                    println!(
+                        "resharded {} -> {}: {} items in {} messages moved, {} queues deleted",
+                        s.from, s.to, s.items, s.messages, s.deleted_queues
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ (ReshardError::WrongFrom { .. } | ReshardError::Consumed { .. })) => {
+                    Err(Failure::Usage(e.to_string()))
+                }
+                Err(e) => Err(Failure::Other(e.into())),
+            }
+        }
+        Command::Status { config, json } => {
+            let config = load_config(&config)?;
+            let status = groupwatch::tools::status::read(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{status}");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Sim { listen, state } => {
             telemetry::init_logging(&Default::default());

@@ -39,10 +39,13 @@ pub enum BrokerError {
     /// shards chats differently, and both together would split a chat across queues. Not
     /// retried: it needs an operator.
     #[error(
-        "amqp.inbound_shards = {shards} differs from the shard count recorded for exchange {exchange:?} \
-         (by another instance): every instance on one exchange must use the same value; the broker said: {reply}"
+        "amqp.inbound_shards = {shards} differs from the {} recorded for exchange {exchange:?} (by an instance \
+         that ran before): every instance on one exchange must use the same value. Keep the recorded count in \
+         amqp.inbound_shards, or stop every instance and run `groupwatch reshard --config FILE --from N` to move \
+         the queued work to {shards} shards; the broker said: {reply}",
+        recorded.map_or("shard count".to_owned(), |n| format!("{n} shards"))
     )]
-    TopologyMismatch { exchange: String, shards: u16, reply: String },
+    TopologyMismatch { exchange: String, shards: u16, recorded: Option<u16>, reply: String },
 }
 
 /// Names of everything groupwatch declares, all under the configured exchange name so two
@@ -102,11 +105,23 @@ impl Topology {
         format!("{}.inbound.shards", self.exchange)
     }
 
-    /// Declares the exchange, inbound shard queues, dead-letter queue and (optionally) the
-    /// default member queues. Idempotent; every instance runs it on every (re)connect.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+    /// The shard count in the broker's refusal of a marker declaration, which quotes the marker's
+    /// current `alternate-exchange` (`'{exchange}.inbound.shards-N'`).
+    pub fn recorded_shards(&self, reply: &str) -> Option<u16> {
+        let prefix = format!("{}-", self.shards_marker());
+        reply
+            .match_indices(&prefix)
+            .filter_map(|(at, _)| {
+                let digits: String = reply[at + prefix.len()..].chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .find(|n| *n != self.inbound_shards)
+    }
+
+    /// Declares the shard marker with this topology's count; refused (as
+    /// [`BrokerError::TopologyMismatch`]) when the broker records another.
+    pub async fn declare_marker(&self, channel: &Channel) -> Result<(), BrokerError> {
         let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        channel.exchange_declare(&self.exchange, ExchangeKind::Topic, durable_exchange, FieldTable::default()).await?;
         let mut marker_args = FieldTable::default();
         let recorded = format!("{}-{}", self.shards_marker(), self.inbound_shards);
         marker_args.insert("alternate-exchange".into(), AMQPValue::LongString(recorded.into()));
@@ -117,14 +132,25 @@ impl Topology {
                 lapin::Error::ProtocolError(ref amqp)
                     if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)) =>
                 {
+                    let reply = amqp.get_message().to_string();
                     BrokerError::TopologyMismatch {
                         exchange: self.exchange.clone(),
                         shards: self.inbound_shards,
-                        reply: amqp.get_message().to_string(),
+                        recorded: self.recorded_shards(&reply),
+                        reply,
                     }
                 }
                 other => other.into(),
             })?;
+        Ok(())
+    }
+
+    /// Declares the exchange, inbound shard queues, dead-letter queue and (optionally) the
+    /// default member queues. Idempotent; every instance runs it on every (re)connect.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
+        let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        channel.exchange_declare(&self.exchange, ExchangeKind::Topic, durable_exchange, FieldTable::default()).await?;
+        self.declare_marker(channel).await?;
         let durable = QueueDeclareOptions { durable: true, ..Default::default() };
         let mut inbound_args = FieldTable::default();
         // Only one consumer across all instances receives a shard at a time: per-chat order

@@ -241,6 +241,12 @@ pub(super) async fn admin_stats(State(sim): State<SharedSim>) -> Json<SimStats> 
 }
 
 pub(super) async fn admin_reset_stats(State(sim): State<SharedSim>) -> StatusCode {
-    sim.lock().stats = SimStats::default();
+    let mut sim = sim.lock();
+    sim.stats = SimStats::default();
+    sim.call_times = SimCallTimes::default();
     StatusCode::NO_CONTENT
+}
+
+pub(super) async fn admin_call_times(State(sim): State<SharedSim>) -> Json<SimCallTimes> {
+    Json(sim.call_times())
 }

@@ -104,6 +104,11 @@ impl SimClient {
         Ok(self.send(self.http.get(format!("{}/sim/stats", self.base_url)), "stats").await?.json().await?)
     }
 
+    /// When each counted WeCom API call arrived.
+    pub async fn call_times(&self) -> Result<SimCallTimes, SimClientError> {
+        Ok(self.send(self.http.get(format!("{}/sim/call-times", self.base_url)), "call_times").await?.json().await?)
+    }
+
     pub async fn reset_stats(&self) -> Result<(), SimClientError> {
         self.send(self.http.delete(format!("{}/sim/stats", self.base_url)), "reset_stats").await?;
         Ok(())

@@ -49,7 +49,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
@@ -231,8 +231,31 @@ pub struct SimStats {
     pub groupchat_list: u64,
 }
 
+/// When each counted WeCom API call arrived (epoch ms, oldest first, the last
+/// [`MAX_CALL_TIMES`] of each), for `GET /sim/call-times`: tests check rates with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimCallTimes {
+    pub gettoken: VecDeque<i64>,
+    pub groupchat_get: VecDeque<i64>,
+    pub groupchat_list: VecDeque<i64>,
+    /// `gettoken` calls per `corpid` asked for (unknown corps included).
+    pub gettoken_per_corp: BTreeMap<String, u64>,
+}
+
+const MAX_CALL_TIMES: usize = 100_000;
+
+impl SimCallTimes {
+    fn record(log: &mut VecDeque<i64>) {
+        if log.len() == MAX_CALL_TIMES {
+            log.pop_front();
+        }
+        log.push_back(crate::core::clock::now_ms());
+    }
+}
+
 struct Sim {
     corps: BTreeMap<String, Corp>,
+    call_times: SimCallTimes,
     /// Every token ever issued, so that old ones answer "expired" (42001) rather than "invalid"
     /// (40014), as they do on WeCom.
     tokens: HashMap<String, Token>,
@@ -404,6 +427,7 @@ impl SharedSim {
             stats: SimStats::default(),
             versions,
             requests: Vec::new(),
+            call_times: SimCallTimes::default(),
             dingtalk,
             tim,
         };
@@ -431,6 +455,10 @@ impl SharedSim {
 
     pub fn stats(&self) -> SimStats {
         self.lock().stats
+    }
+
+    pub fn call_times(&self) -> SimCallTimes {
+        self.lock().call_times.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Sim> {
@@ -534,6 +562,7 @@ pub fn router(state: SharedSim) -> Router {
         .route("/sim/corps/{corp}/groups/{chat_id}/members/{userid}", delete(admin_remove_member))
         .route("/sim/faults", get(admin_faults).post(admin_set_faults).delete(admin_clear_faults))
         .route("/sim/stats", get(admin_stats).delete(admin_reset_stats))
+        .route("/sim/call-times", get(admin_call_times))
         .merge(wecom_admin::admin_routes());
     wecom
         .merge(admin)

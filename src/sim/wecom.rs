@@ -115,9 +115,18 @@ impl SharedSim {
         let latency_ms = {
             let mut sim = self.lock();
             match api {
-                Api::GetToken => sim.stats.gettoken += 1,
-                Api::GroupchatGet => sim.stats.groupchat_get += 1,
-                Api::GroupchatList => sim.stats.groupchat_list += 1,
+                Api::GetToken => {
+                    sim.stats.gettoken += 1;
+                    SimCallTimes::record(&mut sim.call_times.gettoken);
+                }
+                Api::GroupchatGet => {
+                    sim.stats.groupchat_get += 1;
+                    SimCallTimes::record(&mut sim.call_times.groupchat_get);
+                }
+                Api::GroupchatList => {
+                    sim.stats.groupchat_list += 1;
+                    SimCallTimes::record(&mut sim.call_times.groupchat_list);
+                }
                 Api::Admin => {}
             }
             sim.faults.latency_ms
@@ -161,6 +170,7 @@ pub(super) async fn gettoken(State(sim): State<SharedSim>, RawQuery(query): RawQ
     let corp_id = query_param(&query, "corpid").ok_or(ApiError::code(41002))?;
     let secret = query_param(&query, "corpsecret").ok_or(ApiError::code(41004))?;
     let mut guard = sim.lock();
+    *guard.call_times.gettoken_per_corp.entry(corp_id.clone()).or_default() += 1;
     let Sim { corps, tokens, .. } = &mut *guard;
     let corp = corps.get_mut(&corp_id).ok_or(ApiError::code(40013))?;
     if corp.secret != secret {

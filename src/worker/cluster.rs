@@ -130,25 +130,11 @@ impl Membership {
         }
     }
 
-    /// One heartbeat and rebalance.
+    /// One heartbeat and rebalance: the live set as the store has it (this instance included),
+    /// the shards that makes this instance's, then the heartbeat that tells the others (and
+    /// `groupwatch status`) so.
     pub async fn beat(&self) -> Result<(), crate::store::StoreError> {
         let now = now_ms();
-        let info = InstanceInfo {
-            host: hostname(),
-            pid: std::process::id(),
-            shards: self.owned.borrow().clone().unwrap_or_default(),
-            calls_per_minute: self.shared.usage(),
-        };
-        let me = InstanceRow {
-            instance_id: self.instance_id.clone(),
-            started_at_ms: self.started_at_ms,
-            heartbeat_at_ms: now,
-            worker: self.worker,
-            info,
-        };
-        self.store.heartbeat(&me).await?;
-        // Rows of instances killed long ago would only clutter `groupwatch status`.
-        self.store.forget_instances(now - FORGET_AFTER.as_millis() as i64).await?;
         let since = now - self.expiry().as_millis() as i64;
         let mut workers: Vec<String> =
             self.store.instances(since).await?.into_iter().filter(|i| i.worker).map(|i| i.instance_id).collect();
@@ -161,6 +147,21 @@ impl Membership {
         } else {
             Vec::new()
         };
+        let me = InstanceRow {
+            instance_id: self.instance_id.clone(),
+            started_at_ms: self.started_at_ms,
+            heartbeat_at_ms: now,
+            worker: self.worker,
+            info: InstanceInfo {
+                host: hostname(),
+                pid: std::process::id(),
+                shards: owned.clone(),
+                calls_per_minute: self.shared.usage(),
+            },
+        };
+        self.store.heartbeat(&me).await?;
+        // Rows of instances killed long ago would only clutter `groupwatch status`.
+        self.store.forget_instances(now - FORGET_AFTER.as_millis() as i64).await?;
         self.live_workers.send_if_modified(|n| {
             let changed = *n != workers.len().max(1);
             *n = workers.len().max(1);

@@ -163,7 +163,7 @@ async fn a_second_instance_with_another_shard_count_fails_at_start_up() {
     use crate::common::serve::{free_port, Serve};
     let exchange = unique_exchange();
     let first = spawn_app(&test_config(&exchange, "")).await;
-    assert_eq!(first.config.amqp.inbound_shards, 4);
+    assert_eq!(first.config.amqp.inbound_shards, 16, "the default");
     let conn = amqp().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -179,6 +179,7 @@ async fn a_second_instance_with_another_shard_count_fails_at_start_up() {
     println!("{last}");
     assert!(last.starts_with("groupwatch: amqp.inbound_shards = 2 differs"), "one clear line last: {last:?}\n{log}");
     assert!(last.contains(&exchange) && last.contains("PRECONDITION_FAILED"), "{last}");
+    assert!(last.contains("differs from the 16 shards recorded") && last.contains("groupwatch reshard"), "{last}");
 
     // The first instance still takes callbacks.
     let crypt = groupwatch::provider::wxbiz::WxCrypt::new(TOKEN, AES_KEY, CORP_ID).unwrap();
@@ -189,4 +190,81 @@ async fn a_second_instance_with_another_shard_count_fails_at_start_up() {
     assert_eq!(reqwest::Client::new().post(url).body(signed.body).send().await.unwrap().status(), 200);
     cleanup(&conn, &first.topology).await;
     first.stop().await;
+}
+
+/// `groupwatch reshard` moves a stopped deployment's queued work from 4 shards to 16: every item
+/// lands in its chat's queue under the new count, each chat's items in the order they were
+/// accepted; the broker then refuses the old count; and it refuses to run while an instance
+/// still consumes.
+#[tokio::test]
+async fn reshard_moves_queued_work_to_the_new_count_in_order_and_refuses_a_running_instance() {
+    use groupwatch::queue::broker::{BrokerError, Topology};
+    let exchange = unique_exchange();
+    let store = TestStore::sqlite().await;
+    let old = TestConfig::new(&exchange, &store.url()).amqp_value("inbound_shards", 4);
+    let front = spawn_app(&old.toml()).await;
+    let replayer = Replayer::wecom(front.config.tenant(TENANT).unwrap(), &front.callback_url(TENANT)).unwrap();
+    let chats: Vec<String> = (0..12).map(|i| format!("wrOgQhDgAAMYQiS5ol9G7gK9JVRS{i:02}")).collect();
+    let mut accepted = 0;
+    for round in 0..3i64 {
+        for chat in &chats {
+            let xml = callback_xml_for(chat, CHAT_CREATE_TIME + round, "update", Some("change_name"), &[], None);
+            assert_eq!(replayer.post(xml.as_bytes()).await.unwrap(), 200);
+            accepted += 1;
+        }
+    }
+    front.stop().await;
+    let conn = amqp().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let new_config = TestConfig::new(&exchange, &store.url()).amqp_value("inbound_shards", 16).toml();
+    let path = dir.path().join("gw.toml");
+    std::fs::write(&path, &new_config).unwrap();
+    let reshard = |from: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+            .args(["reshard", "--config", path.to_str().unwrap(), "--from", from])
+            .output()
+            .unwrap()
+    };
+    let wrong = reshard("8");
+    assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("--from 8 is not the shard count"), "{wrong:?}");
+    let done = reshard("4");
+    assert!(done.status.success(), "{done:?}");
+    let said = String::from_utf8_lossy(&done.stdout);
+    println!("{said}");
+    assert!(said.contains("resharded 4 -> 16: 36 items"), "{said}");
+
+    let new =
+        Topology::from_config(&groupwatch::config::Config::from_toml(&new_config, std::iter::empty()).unwrap().amqp);
+    let found = drain_inbound(&conn, &new).await;
+    assert_eq!(found.len(), accepted, "nothing lost, nothing doubled");
+    let mut per_chat: std::collections::HashMap<&str, Vec<i64>> = Default::default();
+    for (queue, item) in &found {
+        assert_eq!(queue, &new.inbound_queue(new.shard_for(&item.chat_id)), "{} in its new queue", item.chat_id);
+        per_chat.entry(chats.iter().find(|c| **c == item.chat_id).unwrap()).or_default().push(item.received_at_ms);
+    }
+    for (chat, times) in per_chat {
+        assert_eq!(times.len(), 3, "{chat}");
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{chat}'s items keep their order: {times:?}");
+    }
+    let old_topology = Topology { inbound_shards: 4, ..new.clone() };
+    let ch = conn.create_channel().await.unwrap();
+    match old_topology.declare_marker(&ch).await {
+        Err(BrokerError::TopologyMismatch { recorded, .. }) => assert_eq!(recorded, Some(16)),
+        other => panic!("the old count must be refused now: {other:?}"),
+    }
+
+    // With an instance consuming, nothing is touched.
+    let running =
+        spawn_app(&TestConfig::new(&exchange, &store.url()).with_worker().amqp_value("inbound_shards", 16).toml())
+            .await;
+    let refused = reshard("4");
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("consumer(s): stop every groupwatch instance"),
+        "{refused:?}"
+    );
+    running.stop().await;
+    cleanup(&conn, &new).await;
 }

@@ -8,7 +8,7 @@
 //! port. Which instance processes a chat is read from its log ("group reconciled" lines name the
 //! chat) and its `/metrics` (`groupwatch_fetches_total`).
 
-use crate::common::serve::{deliver, free_port, serve_config, Serve};
+use crate::common::serve::{deliver, free_port, serve_test_config, Serve};
 use crate::common::*;
 use groupwatch::core::model::{EventType, GroupEvent};
 use groupwatch::queue::broker::Topology;
@@ -38,6 +38,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start(chats: &[&str]) -> Cluster {
+        Self::start_with(chats, |c| c).await
+    }
+
+    /// [`Cluster::start`] with more configuration, the same for every instance.
+    async fn start_with(chats: &[&str], configure: impl Fn(TestConfig) -> TestConfig) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let sim = sim::spawn(sim_state_with_chats(chats), "127.0.0.1:0".parse().unwrap()).await.unwrap();
         let simc = SimClient::new(sim.base_url());
@@ -49,7 +54,14 @@ impl Cluster {
         // on every shard and is the active consumer; the others wait in line.
         for i in 0..INSTANCES {
             let port = free_port();
-            let config = serve_config(&exchange, &store.url(), &sim.base_url(), port, &crate::common::amqp_url());
+            let config = configure(serve_test_config(
+                &exchange,
+                &store.url(),
+                &sim.base_url(),
+                port,
+                &crate::common::amqp_url(),
+            ))
+            .toml();
             instances.push(Serve::start_ready(dir.path(), &format!("instance{i}"), &config, port).await);
         }
         let topology = Topology::from_config(&instances[0].config.amqp);
@@ -108,11 +120,11 @@ fn assert_create_first(events: &[GroupEvent], chats: &[String]) {
 async fn burst_with_kills(kill_at: &[usize]) {
     const JOINS: usize = 60;
     let started = Instant::now();
-    let shards = Topology { exchange: String::new(), declare_default_queues: false, inbound_shards: 4 };
+    let shards = Topology { exchange: String::new(), declare_default_queues: false, inbound_shards: 16 };
     let chats = chats_on_distinct_shards(&shards, 3);
     let chat_refs: Vec<&str> = chats.iter().map(String::as_str).collect();
     let mut cluster = Cluster::start(&chat_refs).await;
-    assert_eq!(cluster.topology.inbound_shards, 4, "the default shard count");
+    assert_eq!(cluster.topology.inbound_shards, 16, "the default shard count");
     let none = AtomicUsize::new(0);
 
     // Each chat is created through a different instance.
@@ -286,6 +298,290 @@ async fn three_instances_process_a_chat_once() {
         events.len(),
         started.elapsed()
     );
+    let alive: Vec<usize> = (0..INSTANCES).collect();
+    cluster.finish(&alive).await;
+}
+
+/// `groupwatch status --json` of the cluster, read from the store.
+fn status(config: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        .args(["status", "--json", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status failed: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Shard → the live instance ids that consume it.
+fn owners(status: &serde_json::Value) -> HashMap<u16, Vec<String>> {
+    status["shards"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(s, o)| {
+            (s.parse().unwrap(), o.as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect())
+        })
+        .collect()
+}
+
+/// The instance id a process heartbeats under, found by its pid.
+fn instance_id(status: &serde_json::Value, pid: u32) -> Option<String> {
+    status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["pid"] == pid && i["live"] == true)
+        .map(|i| i["instance_id"].as_str().unwrap().to_owned())
+}
+
+/// Waits until every shard has exactly one live owner and each of `alive` owns some; returns
+/// how long it took.
+async fn wait_spread(config: &std::path::Path, pids: &[u32], within: Duration) -> (Duration, serde_json::Value) {
+    let started = Instant::now();
+    loop {
+        let s = status(config);
+        let ids: Vec<Option<String>> = pids.iter().map(|p| instance_id(&s, *p)).collect();
+        let owners = owners(&s);
+        let one_each = owners.values().all(|o| o.len() == 1);
+        let all_own = ids.iter().all(|id| id.as_ref().is_some_and(|id| owners.values().any(|o| o.contains(id))));
+        let only_alive = owners.values().flatten().all(|o| ids.iter().flatten().any(|id| id == o));
+        if one_each && all_own && only_alive {
+            return (started.elapsed(), s);
+        }
+        assert!(started.elapsed() < within, "shards not spread over {pids:?} within {within:?}: {s:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 17's acceptance: three processes on one PostgreSQL store split 40 busy chats (each
+/// publishes for its share, none for all); SIGKILLing one mid-burst moves its shards to the
+/// others within `worker.rebalance_secs` with nothing lost or invented and `seq` gapless per
+/// chat; one `gettoken` for the corp across all three; the combined `groupchat/get` rate stays
+/// within the corp budget; the periodic resync runs once per interval, not once per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_split_forty_chats_share_one_budget_and_take_over_a_killed_ones_shards() {
+    const CHATS: usize = 40;
+    const JOINS_PER_CHAT: usize = 3;
+    const BUDGET: u64 = 600;
+    const REBALANCE_SECS: u64 = 2;
+    const RESYNC_SECS: u64 = 4;
+    let started = Instant::now();
+    let chats: Vec<String> = (0..CHATS).map(|i| format!("wrOgQhDgAAMYQiS5ol9G7gK9JVSP{i:02}")).collect();
+    let chat_refs: Vec<&str> = chats.iter().map(String::as_str).collect();
+    let mut cluster = Cluster::start_with(&chat_refs, |c| {
+        c.worker_value("rebalance_secs", REBALANCE_SECS)
+            .worker_value("api_rate_per_minute", BUDGET)
+            .section(&format!("[resync]\ninterval_secs = {RESYNC_SECS}\n"))
+    })
+    .await;
+    let config = cluster.instances[0].config_path();
+    let pids: Vec<u32> = cluster.instances.iter().map(Serve::pid).collect();
+    let (spread_took, s) = wait_spread(&config, &pids, Duration::from_secs(10)).await;
+    let ids: Vec<String> = pids.iter().map(|p| instance_id(&s, *p).unwrap()).collect();
+    let owner_of_shard = owners(&s);
+    let share: Vec<usize> = ids.iter().map(|id| owner_of_shard.values().filter(|o| o.contains(id)).count()).collect();
+    println!("16 shards spread in {spread_took:?}: {share:?}");
+
+    let none = AtomicUsize::new(0);
+    for (j, chat) in chats.iter().enumerate() {
+        let xml = callback_xml_for(chat, CHAT_CREATE_TIME, "create", None, &[], None);
+        deliver(&cluster.replayers, j % INSTANCES, &xml, &none).await;
+    }
+    let created: HashSet<Change> = chats.iter().flat_map(|c| expected_changes_create_then_joins_in(c, &[])).collect();
+    let mut events = Vec::new();
+    collect_until(&cluster.tap, &mut events, &created, Duration::from_secs(30), Duration::ZERO).await;
+    // Each chat processed by the owner of its shard; every instance has a share, none all.
+    let mut processed = [0usize; INSTANCES];
+    for chat in &chats {
+        let p = cluster.processors(chat);
+        assert_eq!(p.len(), 1, "{chat} created by one instance: {p:?}");
+        let shard = cluster.topology.shard_for(chat);
+        assert_eq!(owner_of_shard[&shard], vec![ids[p[0].0].clone()], "{chat} processed by its shard's owner");
+        processed[p[0].0] += 1;
+    }
+    println!("chats processed per instance: {processed:?}");
+    assert!(processed.iter().all(|n| *n > 0 && *n < CHATS), "every instance has a share, none all: {processed:?}");
+
+    // The burst, round-robin over chats and instances; the instance owning the most shards is
+    // SIGKILLed a third of the way in.
+    let joins: Vec<(String, String, i64)> = (0..CHATS * JOINS_PER_CHAT)
+        .map(|i| (chats[i % CHATS].clone(), format!("wmSPREAD{i:03}"), FIRST_JOIN_TIME + i as i64))
+        .collect();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicUsize::new(0));
+    let stream = {
+        let (joins, simc, replayers) = (joins.clone(), cluster.simc.clone(), cluster.replayers.clone());
+        let (accepted, retries) = (accepted.clone(), retries.clone());
+        tokio::spawn(async move {
+            for (i, (chat, userid, join_time)) in joins.into_iter().enumerate() {
+                let v = simc.add_member(CORP_ID, &chat, external(&userid, join_time)).await.unwrap();
+                let xml = callback_xml_for(&chat, join_time + 1, "update", Some("add_member"), &[&userid], Some(&v));
+                deliver(&replayers, i % INSTANCES, &xml, &retries).await;
+                accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let victim = (0..INSTANCES).max_by_key(|i| share[*i]).unwrap();
+    while accepted.load(Ordering::SeqCst) < joins.len() / 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.instances[victim].kill().await;
+    let survivors: Vec<u32> = (0..INSTANCES).filter(|i| *i != victim).map(|i| pids[i]).collect();
+    let (moved_in, _) = wait_spread(&config, &survivors, Duration::from_secs(REBALANCE_SECS * 5)).await;
+    println!("instance {victim} ({} shards) killed; its shards moved in {moved_in:?}", share[victim]);
+    assert!(
+        moved_in <= Duration::from_secs(REBALANCE_SECS),
+        "shards moved within worker.rebalance_secs = {REBALANCE_SECS}: took {moved_in:?}"
+    );
+
+    tokio::time::timeout(Duration::from_secs(60), stream).await.expect("the burst finishes").unwrap();
+    let mut expected = HashSet::new();
+    for chat in &chats {
+        let of_chat: Vec<(String, i64)> =
+            joins.iter().filter(|(c, _, _)| c == chat).map(|(_, u, t)| (u.clone(), *t)).collect();
+        expected.extend(expected_changes_create_then_joins_in(chat, &of_chat));
+    }
+    collect_until(&cluster.tap, &mut events, &expected, Duration::from_secs(60), Duration::from_secs(2)).await;
+    let duplicates = assert_published_exactly(&events, &expected);
+    assert_create_first(&events, &chats);
+
+    // The resync turns after the first one: one listing per interval across the cluster.
+    let deadline = Instant::now() + Duration::from_secs(RESYNC_SECS * 4);
+    while cluster.simc.stats().await.unwrap().groupchat_list < 3 {
+        assert!(Instant::now() < deadline, "the periodic resync does not run");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // One token for the corp, whoever needed it first.
+    let stats = cluster.simc.stats().await.unwrap();
+    let times = cluster.simc.call_times().await.unwrap();
+    assert_eq!(times.gettoken_per_corp.get(CORP_ID), Some(&1), "one gettoken for the corp across the three instances");
+    // The combined rate: each live worker allows itself BUDGET / live workers with a burst of a
+    // sixth of that; a change of the live set starts the shares afresh (a second burst).
+    let window_ms = 10_000i64;
+    let bound = BUDGET * window_ms as u64 / 60_000 + 2 * BUDGET / 6;
+    let busiest = times
+        .groupchat_get
+        .iter()
+        .map(|start| times.groupchat_get.iter().filter(|t| **t >= *start && **t < start + window_ms).count())
+        .max()
+        .unwrap_or(0) as u64;
+    assert!(busiest <= bound, "{busiest} groupchat/get in 10 s; the budget allows {bound}");
+    // Resync: one listing per interval across the cluster (a turn every 1 to 1.25 intervals).
+    let lists: Vec<i64> = times.groupchat_list.iter().copied().collect();
+    let span_ms = lists.last().copied().unwrap_or(0) - lists.first().copied().unwrap_or(0);
+    let gaps: Vec<i64> = lists.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= RESYNC_SECS as i64 * 1000 - 300),
+        "one resync per interval across the instances, not one per instance: gaps {gaps:?} ms"
+    );
+    println!(
+        "{CHATS} chats, {} joins over {INSTANCES} instances: {} events, {duplicates} duplicates, {} retried \
+         callbacks; gettoken {}, groupchat/get {} (busiest 10 s: {busiest}, bound {bound}), groupchat/list {} \
+         over {span_ms} ms (gaps {gaps:?}); total {:?}",
+        joins.len(),
+        events.len(),
+        retries.load(Ordering::SeqCst),
+        times.gettoken_per_corp[CORP_ID],
+        stats.groupchat_get,
+        lists.len(),
+        started.elapsed()
+    );
+    let alive: Vec<usize> = (0..INSTANCES).filter(|i| *i != victim).collect();
+    cluster.finish(&alive).await;
+}
+
+/// The most calls among `times` (epoch ms) in any window of `window_ms`.
+fn busiest(times: &std::collections::VecDeque<i64>, window_ms: i64) -> u64 {
+    times
+        .iter()
+        .map(|start| times.iter().filter(|t| **t >= *start && **t < start + window_ms).count())
+        .max()
+        .unwrap_or(0) as u64
+}
+
+/// Three instances under a budget their demand exceeds: together they call `groupchat/get` no
+/// faster than one instance may (each takes a third of the rate and of the burst). Were each to
+/// take the whole budget, the 40 chats' fetches would come three times as fast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_under_one_budget_call_no_faster_than_the_budget() {
+    const CHATS: usize = 40;
+    const BUDGET: u64 = 120;
+    let chats: Vec<String> = (0..CHATS).map(|i| format!("wrOgQhDgAAMYQiS5ol9G7gK9JVBU{i:02}")).collect();
+    let chat_refs: Vec<&str> = chats.iter().map(String::as_str).collect();
+    let cluster = Cluster::start_with(&chat_refs, |c| c.worker_value("api_rate_per_minute", BUDGET)).await;
+    let config = cluster.instances[0].config_path();
+    let pids: Vec<u32> = cluster.instances.iter().map(Serve::pid).collect();
+    wait_spread(&config, &pids, Duration::from_secs(10)).await;
+    let none = AtomicUsize::new(0);
+    for (j, chat) in chats.iter().enumerate() {
+        let xml = callback_xml_for(chat, CHAT_CREATE_TIME, "create", None, &[], None);
+        deliver(&cluster.replayers, j % INSTANCES, &xml, &none).await;
+    }
+    let created: HashSet<Change> = chats.iter().flat_map(|c| expected_changes_create_then_joins_in(c, &[])).collect();
+    let mut events = Vec::new();
+    collect_until(&cluster.tap, &mut events, &created, Duration::from_secs(90), Duration::ZERO).await;
+    assert_published_exactly(&events, &created);
+    let times = cluster.simc.call_times().await.unwrap();
+    // In 2 s one budget allows its burst (a sixth) and 2 s of its rate; a tenth more for the
+    // edges of the window.
+    let window_ms = 2_000;
+    let allowed = (BUDGET / 6 + BUDGET * window_ms as u64 / 60_000) * 11 / 10;
+    let most = busiest(&times.groupchat_get, window_ms);
+    println!(
+        "{} groupchat/get for {CHATS} new chats; busiest 2 s: {most}, one budget allows {allowed}",
+        times.groupchat_get.len()
+    );
+    assert!(times.groupchat_get.len() as u64 > allowed, "the demand exceeds the budget, or this proves nothing");
+    assert!(most <= allowed, "{most} groupchat/get in 2 s; one budget allows {allowed}");
+    let alive: Vec<usize> = (0..INSTANCES).collect();
+    cluster.finish(&alive).await;
+}
+
+/// WeCom's 45009 ("too many calls") seen by one instance pauses the corp's calls on all three:
+/// the pause is in the store, and each instance reads it before calling (a view at most a second
+/// old). Whatever the pause held back is fetched afterwards; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_pause_seen_by_one_instance_holds_every_instance() {
+    const CHATS: usize = 12;
+    const PAUSE_MS: i64 = 3_000;
+    let chats: Vec<String> = (0..CHATS).map(|i| format!("wrOgQhDgAAMYQiS5ol9G7gK9JVPA{i:02}")).collect();
+    let chat_refs: Vec<&str> = chats.iter().map(String::as_str).collect();
+    let cluster = Cluster::start_with(&chat_refs, |c| c.worker_value("api_rate_limit_pause_ms", PAUSE_MS)).await;
+    let config = cluster.instances[0].config_path();
+    let pids: Vec<u32> = cluster.instances.iter().map(Serve::pid).collect();
+    wait_spread(&config, &pids, Duration::from_secs(10)).await;
+    let none = AtomicUsize::new(0);
+    for (j, chat) in chats.iter().enumerate() {
+        let xml = callback_xml_for(chat, CHAT_CREATE_TIME, "create", None, &[], None);
+        deliver(&cluster.replayers, j % INSTANCES, &xml, &none).await;
+    }
+    let created: HashSet<Change> = chats.iter().flat_map(|c| expected_changes_create_then_joins_in(c, &[])).collect();
+    let mut events = Vec::new();
+    collect_until(&cluster.tap, &mut events, &created, Duration::from_secs(30), Duration::ZERO).await;
+
+    cluster.simc.reset_stats().await.unwrap();
+    cluster.simc.fault(serde_json::json!({"errcode": 45009, "count": 1})).await.unwrap();
+    let mut expected = HashSet::new();
+    for (i, chat) in chats.iter().enumerate() {
+        let (userid, join_time) = (format!("wmPAUSE{i:02}"), FIRST_JOIN_TIME + i as i64);
+        let v = cluster.simc.add_member(CORP_ID, chat, external(&userid, join_time)).await.unwrap();
+        let xml = callback_xml_for(chat, join_time + 1, "update", Some("add_member"), &[&userid], Some(&v));
+        deliver(&cluster.replayers, i % INSTANCES, &xml, &none).await;
+        expected.extend(expected_changes_create_then_joins_in(chat, &[(userid, join_time)]));
+        // Demand throughout the pause: without sharing it, the other instances would call.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    collect_until(&cluster.tap, &mut events, &expected, Duration::from_secs(30), Duration::from_secs(1)).await;
+    assert_published_exactly(&events, &expected);
+    let times: Vec<i64> = cluster.simc.call_times().await.unwrap().groupchat_get.into_iter().collect();
+    let refused_at = times[0];
+    // The instance that got the 45009 stops at once, the others within a second.
+    let during: Vec<i64> = times.iter().map(|t| t - refused_at).filter(|d| *d > 1_200 && *d < PAUSE_MS - 200).collect();
+    println!("groupchat/get after the 45009 (ms): {:?}", times.iter().map(|t| t - refused_at).collect::<Vec<_>>());
+    assert!(during.is_empty(), "calls while the corp was paused: {during:?} ms after the 45009");
+    assert!(times.iter().any(|t| t - refused_at >= PAUSE_MS - 200), "the held-back fetches came after the pause");
     let alive: Vec<usize> = (0..INSTANCES).collect();
     cluster.finish(&alive).await;
 }

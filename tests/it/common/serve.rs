@@ -16,13 +16,23 @@ pub fn free_port() -> u16 {
 
 /// Worker on with short delays, text logs at info (tests read them), the given port and broker.
 pub fn serve_config(exchange: &str, store_url: &str, api_base: &str, port: u16, amqp_url: &str) -> String {
+    serve_test_config(exchange, store_url, api_base, port, amqp_url).toml()
+}
+
+/// [`serve_config`] as a builder, for tests that set more.
+pub fn serve_test_config(
+    exchange: &str,
+    store_url: &str,
+    api_base: &str,
+    port: u16,
+    amqp_url: &str,
+) -> super::TestConfig {
     super::TestConfig::new(exchange, store_url)
         .with_worker()
         .listen(&format!("127.0.0.1:{port}"))
         .wecom_api(api_base)
         .amqp_url(amqp_url)
         .section("[log]\nformat = \"text\"\nlevel = \"info\"\n")
-        .toml()
 }
 
 /// POSTs a callback to instance `first`; on 503 or no answer (the instance is down) retries on
@@ -102,6 +112,11 @@ impl Serve {
         Replayer::wecom(self.config.tenant(TENANT).unwrap(), &self.url(&format!("/wecom/{TENANT}/callback"))).unwrap()
     }
 
+    /// Where its configuration file is (for the commands that take `--config`).
+    pub fn config_path(&self) -> PathBuf {
+        self.log.with_extension("toml")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -140,6 +155,10 @@ impl Serve {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn is_running(&mut self) -> bool {
