@@ -1,8 +1,11 @@
 //! Pipeline benchmark: callbacks → published member events through the simulator with a
 //! realistic API latency. Reports events/s, callback-to-publish p50/p99 and groupchat/get calls
-//! per callback, for a burst of 500 joins to one chat within 2 s and for 40 chats × 25 joins.
+//! per callback, for a burst of 500 joins to one chat within 2 s, for 40 chats × 25 joins, for
+//! 50 isolated joins (one at a time, each published before the next), and for a burst of 500
+//! joins to a chat groupwatch has never seen.
 //!
-//! `cargo run --release --example bench_pipeline -- [AMQP_URL] [API_LATENCY_MS]`
+//! `cargo run --release --example bench_pipeline -- [AMQP_URL] [API_LATENCY_MS] [LEADING_EDGE]`
+//! (`LEADING_EDGE` is `true`, the default, or `false`: `worker.leading_edge`).
 
 use futures_util::StreamExt;
 use groupwatch::app::Application;
@@ -43,13 +46,15 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let amqp = args.get(1).cloned().unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let latency_ms: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(30);
+    let leading_edge: bool = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(true);
     // RUST_LOG=groupwatch=debug shows each fetch and reconciliation.
     groupwatch::telemetry::init_logging(&groupwatch::config::LogConfig {
         format: groupwatch::config::LogFormat::Text,
         level: "error".into(),
     });
 
-    let chats: Vec<String> = (0..41).map(|i| format!("wrBENCH{i:03}")).collect();
+    // 0..40 spread, 40 burst, 41 isolated, 42 first seen.
+    let chats: Vec<String> = (0..43).map(|i| format!("wrBENCH{i:03}")).collect();
     let groups: Vec<_> = chats
         .iter()
         .map(|c| {
@@ -67,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let toml = format!(
         "[http]\nlisten = \"127.0.0.1:0\"\n[amqp]\nurl = \"{amqp}\"\nexchange = \"{exchange}\"\n\
          [store]\nurl = \"sqlite://{}/gw.db\"\n[log]\nlevel = \"warn\"\n\
+         [worker]\nleading_edge = {leading_edge}\n\
          [[wecom]]\ntenant = \"bench\"\ncorp_id = \"{CORP}\"\ntoken = \"QDG6eK\"\n\
          encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\nsecret = \"bench\"\napi_base = \"{}\"\n\
          allow_documented_test_key = true\n",
@@ -110,10 +116,11 @@ async fn main() -> anyhow::Result<()> {
     });
     simc.fault(json!({"latency_ms": latency_ms})).await?;
     let replayer = Arc::new(Replayer::wecom(&tenant, &url)?);
-    println!("simulated WeCom API latency: {latency_ms} ms");
+    println!("simulated WeCom API latency: {latency_ms} ms; worker.leading_edge = {leading_edge}");
 
     // The chats exist already (a burst hits a known group): one create callback each, then wait.
-    for chat in &chats {
+    // All but the last, which the first-seen burst meets for the first time.
+    for chat in &chats[..42] {
         let create = format!(
             "<xml><ToUserName>{CORP}</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType>\
              <Event>change_external_chat</Event><ChatId>{chat}</ChatId><ChangeType>create</ChangeType></xml>"
@@ -170,6 +177,52 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     report("spread: 40 chats x 25 joins", &run, &simc, 1000, started).await?;
+
+    // 3. Isolated joins: one at a time, each published before the next is made.
+    run.latencies.lock().unwrap().clear();
+    simc.reset_stats().await?;
+    let started = Instant::now();
+    for i in 0..50i64 {
+        let userid = format!("wmALONE{i:03}");
+        let v = simc
+            .add_member(
+                CORP,
+                &chats[41],
+                json!({"userid": userid, "type": 2, "join_time": 1700002000 + i, "join_scene": 3}),
+            )
+            .await?;
+        run.sent.lock().unwrap().insert(userid.clone(), Instant::now());
+        replayer.post(callback(&chats[41], &userid, 1700002000 + i, &v).as_bytes()).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while run.latencies.lock().unwrap().len() < (i + 1) as usize && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    report("isolated: 50 joins one at a time", &run, &simc, 50, started).await?;
+
+    // 4. A burst of 500 joins within 2 s to a chat groupwatch has not seen before.
+    run.latencies.lock().unwrap().clear();
+    simc.reset_stats().await?;
+    let started = Instant::now();
+    for i in 0..500i64 {
+        let userid = format!("wmFIRST{i:04}");
+        let v = simc
+            .add_member(
+                CORP,
+                &chats[42],
+                json!({"userid": userid, "type": 2, "join_time": 1700003000 + i, "join_scene": 3}),
+            )
+            .await?;
+        let replayer = replayer.clone();
+        let xml = callback(&chats[42], &userid, 1700003000 + i, &v);
+        let sent = run.sent.clone();
+        tokio::spawn(async move {
+            sent.lock().unwrap().insert(userid, Instant::now());
+            replayer.post(xml.as_bytes()).await
+        });
+        tokio::time::sleep_until((started + Duration::from_millis(4 * i as u64)).into()).await;
+    }
+    report("first seen: 500 joins to a new chat in 2 s", &run, &simc, 500, started).await?;
 
     stop.cancel();
     let _ = running.await;

@@ -21,7 +21,7 @@ pub mod resync;
 
 use futures_util::StreamExt;
 use lapin::acker::Acker;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -54,6 +54,8 @@ const RECONSUME_BACKOFF: Duration = Duration::from_secs(1);
 struct DeliveryAck {
     acker: Acker,
     remaining: AtomicUsize,
+    /// The messages of its shard still in flight on this instance.
+    flight: Arc<InFlight>,
 }
 
 impl DeliveryAck {
@@ -63,7 +65,43 @@ impl DeliveryAck {
             if let Err(e) = self.acker.ack(BasicAckOptions::default()).await {
                 tracing::debug!(error = %e, "ack failed; message will be redelivered");
             }
+            self.flight.finish();
         }
+    }
+}
+
+/// Messages of one shard taken from the broker and not yet acked, so that a shard handed to
+/// another instance is let go only once its work here is done.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn start(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn finish(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until nothing is in flight, or `limit`; returns whether it got there.
+    async fn settled(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            loop {
+                let idle = self.idle.notified();
+                if self.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await
+        .is_ok()
     }
 }
 
@@ -365,24 +403,22 @@ impl Generation {
                 };
             health.set(shard, true);
             let mut consumer = consumer;
+            let flight = Arc::new(InFlight::default());
             loop {
                 let next = tokio::select! {
                     _ = stop.cancelled() => {
-                        // No longer ours (or the generation ends): no new deliveries; what is in
-                        // flight finishes and is acked by its actors.
                         if !self.cancel.is_cancelled() {
-                            let tag = consumer.tag();
-                            if let Err(e) = channel.basic_cancel(tag.as_str(), Default::default()).await {
-                                tracing::warn!(queue, error = %e, "cannot cancel the consumer of a shard no longer owned");
-                            }
+                            self.hand_over(&queue, &channel, consumer, &flight).await;
                         }
+                        // (A generation that ends closes the channel: everything unacked goes
+                        // back to the queue.)
                         health.set(shard, false);
                         return;
                     }
                     d = consumer.next() => d,
                 };
                 match next {
-                    Some(Ok(delivery)) => self.clone().accept(delivery).await,
+                    Some(Ok(delivery)) => self.clone().accept(delivery, flight.clone()).await,
                     Some(Err(e)) => {
                         tracing::warn!(queue, error = %e, "consumer failed");
                         health.set(shard, false);
@@ -410,6 +446,33 @@ impl Generation {
                 }
             }
         }
+    }
+
+    /// Lets go of a shard another instance now owns: takes nothing new from it, lets the work in
+    /// flight finish and be acked, and only then cancels the consumer, at which point RabbitMQ
+    /// makes the new owner's consumer the active one. So the two never process the shard's
+    /// chats at once (unless the work here outlasts [`STOP_GRACE`]; the store's conditional
+    /// commits still keep them from overwriting each other). Messages the broker had already
+    /// sent ahead (the prefetch) go back to the queue unprocessed.
+    async fn hand_over(&self, queue: &str, channel: &lapin::Channel, mut consumer: lapin::Consumer, flight: &InFlight) {
+        tokio::select! {
+            // Stopping: closing the channel returns everything unacked.
+            _ = self.cancel.cancelled() => return,
+            settled = flight.settled(STOP_GRACE) => if !settled {
+                tracing::warn!(queue, "work on a shard handed over is still running; letting go anyway");
+            }
+        }
+        let tag = consumer.tag();
+        if let Err(e) = channel.basic_cancel(tag.as_str(), Default::default()).await {
+            tracing::warn!(queue, error = %e, "cannot cancel the consumer of a shard no longer owned");
+        }
+        let mut returned = 0;
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(1), consumer.next()).await {
+            let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+            let _ = delivery.acker.nack(requeue).await;
+            returned += 1;
+        }
+        tracing::info!(queue, returned, "inbound shard handed over");
     }
 
     /// Spawns a task of this generation, unless it is stopping (then the work is dropped
@@ -446,7 +509,7 @@ impl Generation {
         }
     }
 
-    async fn accept(self: Arc<Self>, delivery: lapin::message::Delivery) {
+    async fn accept(self: Arc<Self>, delivery: lapin::message::Delivery, flight: Arc<InFlight>) {
         let batch = match inbound::decode(&delivery.data) {
             Ok(b) => b,
             Err(e) => {
@@ -462,7 +525,9 @@ impl Generation {
             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
             return;
         }
-        let ack = Arc::new(DeliveryAck { acker: delivery.acker, remaining: AtomicUsize::new(batch.events.len()) });
+        flight.start();
+        let ack =
+            Arc::new(DeliveryAck { acker: delivery.acker, remaining: AtomicUsize::new(batch.events.len()), flight });
         let now = now_ms();
         for item in batch.events {
             let lag = (now - item.received_at_ms).max(0) as f64 / 1000.0;

@@ -50,8 +50,7 @@ impl Cluster {
         let exchange = unique_exchange();
         let conn = amqp().await;
         let mut instances = Vec::new();
-        // Started one after another, each ready before the next: the first one registers first
-        // on every shard and is the active consumer; the others wait in line.
+        // Started one after another, each ready before the next.
         for i in 0..INSTANCES {
             let port = free_port();
             let config = configure(serve_test_config(
@@ -64,6 +63,9 @@ impl Cluster {
             .toml();
             instances.push(Serve::start_ready(dir.path(), &format!("instance{i}"), &config, port).await);
         }
+        // The shards settle: each has one owner, each instance some.
+        let pids: Vec<u32> = instances.iter().map(Serve::pid).collect();
+        wait_spread(&instances[0].config_path(), &pids, Duration::from_secs(20)).await;
         let topology = Topology::from_config(&instances[0].config.amqp);
         let tap = Tap::new(&conn, &exchange).await;
         let replayers = Arc::new(instances.iter().map(Serve::replayer).collect());
