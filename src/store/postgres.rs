@@ -33,4 +33,4 @@ impl PostgresStore {
     }
 }
 
-super::sql_store!(PostgresStore, sqlx::Postgres);
+super::sql_store!(PostgresStore, sqlx::Postgres, "BEGIN");

@@ -37,4 +37,4 @@ impl SqliteStore {
     }
 }
 
-super::sql_store!(SqliteStore, sqlx::Sqlite);
+super::sql_store!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
