@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let exchange = format!("gwbench-pipe-{}", std::process::id());
     let toml = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[amqp]\nurl = \"{amqp}\"\nexchange = \"{exchange}\"\n\
+        "[http]\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n[amqp]\nurl = \"{amqp}\"\nexchange = \"{exchange}\"\n\
          [store]\nurl = \"sqlite://{}/gw.db\"\n[log]\nlevel = \"warn\"\n\
          [[wecom]]\ntenant = \"bench\"\ncorp_id = \"{CORP}\"\ntoken = \"QDG6eK\"\n\
          encoding_aes_key = \"jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C\"\nsecret = \"bench\"\napi_base = \"{}\"\n\
