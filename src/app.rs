@@ -43,6 +43,8 @@ pub struct Application {
     ops_listener: Option<TcpListener>,
     readiness: Arc<Readiness>,
     store: Arc<dyn SnapshotStore>,
+    /// The read API's pool, when `[api] tokens` turns it on.
+    reader: Option<Arc<dyn SnapshotStore>>,
     worker: Option<Arc<Worker>>,
     client: WecomClient,
     broker: Broker,
@@ -89,6 +91,15 @@ impl Application {
         } else {
             (None, None)
         };
+        // Only when the read API is on: a pool of its own, so readers never take the workers'.
+        let reader = if config.http.enabled && !config.api.tokens.is_empty() {
+            let reader = store::connect_reader(config.store.url.expose())
+                .await
+                .map_err(|e| anyhow::anyhow!("store (read API): {e}"))?;
+            Some(reader)
+        } else {
+            None
+        };
         let readiness =
             Arc::new(Readiness::new(broker.clone(), store.clone(), worker.as_ref().map(|w| w.health.clone())));
         Ok(Self {
@@ -97,6 +108,7 @@ impl Application {
             ops_listener,
             readiness,
             store,
+            reader,
             worker,
             client,
             broker,
@@ -140,7 +152,7 @@ impl Application {
     /// The ops listener's routes: health, readiness, metrics and (with tokens) the read API.
     fn ops_router(&self) -> Router {
         let mut ops = crate::ops::router(self.readiness.clone());
-        if let Some(api) = crate::api::router(self.store.clone(), &self.config.api.tokens) {
+        if let Some(api) = self.reader.clone().and_then(|reader| crate::api::router(reader, &self.config.api.tokens)) {
             ops = ops.merge(api);
         }
         self.bounded(ops)

@@ -22,3 +22,10 @@ ON CONFLICT DO NOTHING;
 
 -- Retention (store.history_days) deletes the oldest events first, a small batch at a time.
 CREATE INDEX group_events_age ON group_events (created_at_ms);
+
+-- SQLite only. It keeps a row's columns in order, and `members` (tens of KB for a large group)
+-- comes before `updated_at_ms` and `last_seq`: listing groups, or a member's groups, would read
+-- every member list through its overflow pages. This index holds what those answers show, so
+-- they never touch the rows. (PostgreSQL keeps large values out of line: its rows stay small.)
+CREATE INDEX group_snapshots_heads
+    ON group_snapshots (provider, tenant, chat_id, name, owner, member_version, last_seq, updated_at_ms, dismissed);

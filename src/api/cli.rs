@@ -82,8 +82,8 @@ pub async fn members(args: &ReadArgs, chat_id: &str) -> Result<String, ReadError
             vec!["dismissed".into(), group.dismissed.to_string()],
         ],
     );
-    let rows = group
-        .members
+    let members = group.member_list().map_err(|e| ReadError::Failed(format!("stored members unreadable: {e}")))?;
+    let rows = members
         .iter()
         .map(|m| {
             vec![

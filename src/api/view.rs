@@ -27,8 +27,10 @@ pub struct GroupView {
     pub admins: Vec<String>,
     pub member_version: Option<String>,
     pub member_count: usize,
-    /// Sorted by userid; empty once the group is dismissed (its leaves were published).
-    pub members: Vec<Member>,
+    /// Sorted by userid; empty once the group is dismissed (its leaves were published). As
+    /// stored: each is an event `member` object already, so it is served without a round trip
+    /// through `Member`.
+    pub members: Box<RawValue>,
     /// The `seq` of the chat's last stored event.
     pub last_seq: i64,
     /// Unix milliseconds of the snapshot's last save.
@@ -111,9 +113,9 @@ impl From<StoreError> for ViewError {
 
 /// The stored snapshot of one group; `None` when it is not stored.
 pub async fn group(store: &Arc<dyn SnapshotStore>, key: &GroupKey) -> Result<Option<GroupView>, ViewError> {
-    let Some(stored) = store.load(key).await? else { return Ok(None) };
-    let s = stored.snapshot;
-    let members = if stored.dismissed { Vec::new() } else { s.members };
+    let Some(s) = store.snapshot_text(key).await? else { return Ok(None) };
+    let corrupt = |source| ViewError::Failed(StoreError::Corrupt { chat_id: key.chat_id.clone(), source });
+    let members = if s.dismissed { "[]".to_owned() } else { s.members };
     Ok(Some(GroupView {
         provider: key.provider,
         tenant: key.tenant.clone(),
@@ -122,14 +124,28 @@ pub async fn group(store: &Arc<dyn SnapshotStore>, key: &GroupKey) -> Result<Opt
         owner: s.owner,
         notice: s.notice,
         create_time: s.create_time,
-        admins: s.admins,
+        admins: serde_json::from_str(&s.admins).map_err(corrupt)?,
         member_version: s.member_version,
-        member_count: members.len(),
-        members,
-        last_seq: stored.last_seq,
-        updated_at: stored.updated_at_ms,
-        dismissed: stored.dismissed,
+        member_count: count_members(&members),
+        members: RawValue::from_string(members).map_err(corrupt)?,
+        last_seq: s.last_seq,
+        updated_at: s.updated_at_ms,
+        dismissed: s.dismissed,
     }))
+}
+
+/// The members of a stored `members` array, without parsing it: each member object is written
+/// starting with its `userid` key (`Member`'s first field), and inside a JSON string a quote is
+/// always escaped, so `{"userid":` can only be the start of a member.
+fn count_members(members: &str) -> usize {
+    members.matches(r#"{"userid":"#).count()
+}
+
+impl GroupView {
+    /// The members, parsed (for the command line's table).
+    pub fn member_list(&self) -> Result<Vec<Member>, serde_json::Error> {
+        serde_json::from_str(self.members.get())
+    }
 }
 
 /// The chat's published events after `after_seq`; `None` when the chat is not stored.
@@ -239,4 +255,19 @@ pub async fn groups(
             .collect(),
         next_cursor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_counted_without_parsing() {
+        let mut tricky = Member::unknown("a");
+        tricky.name = Some(r#"{"userid":"x"} and "quotes""#.into());
+        let members = vec![tricky, Member::unknown("b"), Member::unknown("{\"userid\":")];
+        let text = serde_json::to_string(&members).unwrap();
+        assert_eq!(count_members(&text), 3, "{text}");
+        assert_eq!(count_members("[]"), 0);
+    }
 }

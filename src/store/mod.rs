@@ -52,6 +52,24 @@ pub struct HistoryEvent {
     pub body: String,
 }
 
+/// A stored snapshot for the read API, its JSON columns as stored: the members are served
+/// without being parsed and written again.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SnapshotText {
+    pub name: String,
+    pub owner: String,
+    pub notice: String,
+    pub create_time: i64,
+    pub member_version: Option<String>,
+    pub dismissed: bool,
+    /// JSON array of userids.
+    pub admins: String,
+    /// JSON array of members, each as the events' `member` object.
+    pub members: String,
+    pub updated_at_ms: i64,
+    pub last_seq: i64,
+}
+
 /// A group one member is in now, from the members index.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MemberGroup {
@@ -113,6 +131,8 @@ pub trait SnapshotStore: Send + Sync {
     async fn progress(&self, provider: Provider, tenant: &str) -> Result<Vec<ChatProgress>, StoreError>;
     /// Cheap reachability check for /readyz.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The stored snapshot with its JSON columns unparsed; `None` when the chat is not stored.
+    async fn snapshot_text(&self, key: &GroupKey) -> Result<Option<SnapshotText>, StoreError>;
     /// The chat's published events after `after_seq`, in `seq` order, at most `limit`; `None`
     /// when the chat is not stored.
     async fn history(
@@ -207,6 +227,21 @@ pub async fn connect(url: &str) -> Result<Arc<dyn SnapshotStore>, StoreError> {
     Ok(store)
 }
 
+/// A second, small pool on the same store for the read API: its queries never wait for a
+/// connection the workers need, and never make the workers wait for one. Opened read-only on
+/// SQLite; no migrations (open the store with [`connect`] first). Only the read methods are
+/// meant to be called on it.
+pub async fn connect_reader(url: &str) -> Result<Arc<dyn SnapshotStore>, StoreError> {
+    let store: Arc<dyn SnapshotStore> = match Backend::of(url)? {
+        Backend::Sqlite => Arc::new(Metered(sqlite::SqliteStore::connect_reader(url).await?)),
+        Backend::Postgres => Arc::new(Metered(postgres::PostgresStore::connect_reader(url).await?)),
+    };
+    Ok(store)
+}
+
+/// Connections of the read API's pool ([`connect_reader`]).
+const READER_CONNECTIONS: u32 = 3;
+
 #[derive(Debug, PartialEq, Eq)]
 enum Backend {
     Sqlite,
@@ -291,8 +326,8 @@ struct GroupRow {
     checked_at_ms: i64,
 }
 
-/// The statements both backends run. Placeholders are `$N` in increasing order, which PostgreSQL
-/// and SQLite read alike.
+/// The statements both backends run. Placeholders are `$N`, which PostgreSQL and SQLite read
+/// alike (sqlx binds SQLite's `$N` to the N-th argument, so one may appear twice).
 mod sql {
     pub const LOAD: &str = "SELECT name, owner, notice, create_time, member_version, dismissed, admins, members, \
          updated_at_ms, last_seq, revision, replaced, checked_at_ms \
@@ -335,16 +370,22 @@ mod sql {
     pub const INDEX: &str = "INSERT INTO group_members (provider, tenant, chat_id, userid, join_time)";
     pub const REINDEX: &str =
         "ON CONFLICT (provider, tenant, userid, chat_id) DO UPDATE SET join_time = excluded.join_time";
-    pub const LAST_SEQ: &str =
-        "SELECT last_seq FROM group_snapshots WHERE provider = $1 AND tenant = $2 AND chat_id = $3";
-    pub const HISTORY: &str = "SELECT seq, id, body FROM group_events \
-         WHERE provider = $1 AND tenant = $2 AND chat_id = $3 AND seq > $4 AND published_at_ms IS NOT NULL \
-         ORDER BY seq LIMIT $5";
+    pub const SNAPSHOT_TEXT: &str = "SELECT name, owner, notice, create_time, member_version, dismissed, admins, \
+         members, updated_at_ms, last_seq FROM group_snapshots WHERE provider = $1 AND tenant = $2 AND chat_id = $3";
+    /// One statement: a stored chat without such events gives one row of NULLs, an unknown chat
+    /// none.
+    pub const HISTORY: &str = "SELECT e.seq, e.id, e.body FROM group_snapshots s \
+         LEFT JOIN group_events e ON e.provider = s.provider AND e.tenant = s.tenant AND e.chat_id = s.chat_id \
+           AND e.seq > $4 AND e.published_at_ms IS NOT NULL \
+         WHERE s.provider = $1 AND s.tenant = $2 AND s.chat_id = $3 \
+         ORDER BY e.seq LIMIT $5";
+    /// The member's page first, then its groups: written as a join, SQLite without statistics
+    /// may walk the snapshots and probe the index for each.
     pub const MEMBER_GROUPS: &str = "SELECT m.chat_id, m.join_time, s.name, s.owner, s.last_seq \
-         FROM group_members m JOIN group_snapshots s \
-           ON s.provider = m.provider AND s.tenant = m.tenant AND s.chat_id = m.chat_id \
-         WHERE m.provider = $1 AND m.tenant = $2 AND m.userid = $3 AND m.chat_id > $4 \
-         ORDER BY m.chat_id LIMIT $5";
+         FROM (SELECT chat_id, join_time FROM group_members \
+               WHERE provider = $1 AND tenant = $2 AND userid = $3 AND chat_id > $4 ORDER BY chat_id LIMIT $5) m \
+         JOIN group_snapshots s ON s.provider = $1 AND s.tenant = $2 AND s.chat_id = m.chat_id \
+         ORDER BY m.chat_id";
     pub const GROUPS: &str = "SELECT chat_id, name, owner, member_version, last_seq, updated_at_ms, dismissed \
          FROM group_snapshots WHERE provider = $1 AND tenant = $2 AND chat_id > $3 ORDER BY chat_id LIMIT $4";
     /// Oldest first, through `group_events_age`; one bounded statement per call, so retention
@@ -717,24 +758,36 @@ macro_rules! sql_store {
                 after_seq: i64,
                 limit: i64,
             ) -> Result<Option<Vec<$crate::store::HistoryEvent>>, $crate::store::StoreError> {
-                let stored: Option<i64> = sqlx::query_scalar($crate::store::sql::LAST_SEQ)
+                let rows: Vec<(Option<i64>, Option<String>, Option<String>)> =
+                    sqlx::query_as($crate::store::sql::HISTORY)
+                        .bind(key.provider.as_str())
+                        .bind(&key.tenant)
+                        .bind(&key.chat_id)
+                        .bind(after_seq)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                if rows.is_empty() {
+                    return Ok(None);
+                }
+                let events = rows
+                    .into_iter()
+                    .filter_map(|(seq, id, body)| Some($crate::store::HistoryEvent { seq: seq?, id: id?, body: body? }))
+                    .collect();
+                Ok(Some(events))
+            }
+
+            async fn snapshot_text(
+                &self,
+                key: &$crate::core::model::GroupKey,
+            ) -> Result<Option<$crate::store::SnapshotText>, $crate::store::StoreError> {
+                let row = sqlx::query_as($crate::store::sql::SNAPSHOT_TEXT)
                     .bind(key.provider.as_str())
                     .bind(&key.tenant)
                     .bind(&key.chat_id)
                     .fetch_optional(&self.pool)
                     .await?;
-                if stored.is_none() {
-                    return Ok(None);
-                }
-                let events = sqlx::query_as($crate::store::sql::HISTORY)
-                    .bind(key.provider.as_str())
-                    .bind(&key.tenant)
-                    .bind(&key.chat_id)
-                    .bind(after_seq)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(Some(events))
+                Ok(row)
             }
 
             async fn member_groups(
@@ -835,6 +888,10 @@ impl<S: SnapshotStore> SnapshotStore for Metered<S> {
 
     async fn ping(&self) -> Result<(), StoreError> {
         timed("ping", self.0.ping()).await
+    }
+
+    async fn snapshot_text(&self, key: &GroupKey) -> Result<Option<SnapshotText>, StoreError> {
+        timed("snapshot_text", self.0.snapshot_text(key)).await
     }
 
     async fn history(

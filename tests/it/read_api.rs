@@ -433,6 +433,9 @@ async fn the_members_index_is_built_for_snapshots_stored_before_it(store: TestSt
     // Back to the schema before migration 3.
     exec(&h.store, "DROP TABLE group_members").await;
     exec(&h.store, "DROP INDEX group_events_age").await;
+    if matches!(h.store, TestStore::Sqlite(_)) {
+        exec(&h.store, "DROP INDEX group_snapshots_heads").await;
+    }
     assert_eq!(exec(&h.store, "DELETE FROM _sqlx_migrations WHERE version = 3").await, 1);
     h.restart(Default::default()).await;
     let app = h.app();
@@ -444,4 +447,21 @@ async fn the_members_index_is_built_for_snapshots_stored_before_it(store: TestSt
     let first = ok(app, &format!("/v1/members/wecom/{TENANT}/abel/groups")).await;
     assert_eq!(first["groups"][0]["join_time"], INITIAL_MEMBERS[0].1);
     h.finish().await;
+}
+
+/// The read API's pool is its own, and read-only on SQLite: it can never write, nor hold the
+/// single writer's lock.
+#[tokio::test]
+async fn the_read_pool_is_read_only_on_sqlite() {
+    use groupwatch::core::model::{GroupKey, GroupSnapshot, Provider, StoredGroup};
+    let store = TestStore::sqlite().await;
+    let writer = groupwatch::store::connect(&store.url()).await.unwrap();
+    let reader = groupwatch::store::connect_reader(&store.url()).await.unwrap();
+    let key = GroupKey::new(Provider::Wecom, TENANT, CHAT);
+    let group = StoredGroup::new(GroupSnapshot::empty(CHAT));
+    let refused = reader.commit(&key, &group, &[], &[]).await.unwrap_err();
+    assert!(refused.to_string().contains("readonly"), "{refused}");
+    writer.commit(&key, &group, &[], &[]).await.unwrap();
+    let listed = reader.groups(Provider::Wecom, TENANT, "", 10).await.unwrap();
+    assert_eq!(listed.iter().map(|g| g.chat_id.as_str()).collect::<Vec<_>>(), [CHAT]);
 }
