@@ -80,3 +80,12 @@ async fn readiness_answers_from_a_cache_refreshed_at_most_once_a_second() {
     cleanup(&amqp().await, &app.topology).await;
     app.stop().await;
 }
+
+/// A worker-only process (`http.enabled = false`) binds neither listener.
+#[tokio::test]
+async fn a_worker_only_process_has_no_listener_at_all() {
+    let config = test_config(&unique_exchange(), "").replace("[http]\n", "[http]\nenabled = false\n");
+    let config = groupwatch::config::Config::from_toml(&config, std::iter::empty()).unwrap();
+    let app = groupwatch::app::Application::build(config).await.unwrap();
+    assert_eq!((app.local_addr(), app.ops_addr()), (None, None));
+}
