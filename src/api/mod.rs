@@ -299,6 +299,22 @@ mod tests {
     }
 
     #[test]
+    fn errors_are_classified_by_what_the_caller_should_do() {
+        use crate::store::StoreError;
+        let busy = ApiError::from(ViewError::from(StoreError::Database(sqlx::Error::PoolTimedOut))).into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1", "retry later");
+        let broken = ApiError::from(ViewError::from(StoreError::Database(sqlx::Error::RowNotFound))).into_response();
+        assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!broken.headers().contains_key(header::RETRY_AFTER), "retrying will not help");
+        let denied = ApiError::Unauthorized.into_response();
+        assert_eq!(
+            (denied.status(), &denied.headers()[header::WWW_AUTHENTICATE]),
+            (StatusCode::UNAUTHORIZED, &HeaderValue::from_static("Bearer"))
+        );
+    }
+
+    #[test]
     fn path_values() {
         assert!(provider("wecom").is_ok() && provider("tim").is_ok() && provider("dingtalk").is_ok());
         assert!(matches!(provider("slack"), Err(ApiError::NotFound(_))));
