@@ -17,7 +17,8 @@ COPY --from=build /src/target/release/groupwatch /usr/local/bin/groupwatch
 COPY fixtures /usr/share/groupwatch/fixtures
 USER groupwatch
 WORKDIR /var/lib/groupwatch
-EXPOSE 8080
+# 8080: the callbacks; 9464: /healthz, /readyz, /metrics and the read API (http.ops_listen).
+EXPOSE 8080 9464
 ENV GROUPWATCH_CONFIG=/etc/groupwatch/groupwatch.toml
 ENTRYPOINT ["groupwatch"]
 CMD ["serve"]

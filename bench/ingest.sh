@@ -20,6 +20,7 @@ WARMUP=${WARMUP:-5}
 CONNS=${CONNS:-64}
 N=${N:-300000}
 PORT=18080
+OPS_PORT=19464  # http.ops_listen in bench/groupwatch-bench.toml: /readyz and /metrics
 EX=gwbench
 
 bash scripts/services.sh
@@ -45,7 +46,7 @@ for run in $(seq "$RUNS"); do
   purge
   taskset -c 0 "$BIN" serve --config bench/groupwatch-bench.toml 2>/tmp/gw-bench-serve.log &
   PID=$!
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$OPS_PORT/readyz" >/dev/null && break; sleep 0.1; done
   sleep 1
   idle=$(rss_kb "$PID" VmRSS)
   # Signed now, so every timestamp is inside the replay window during the run.
@@ -59,7 +60,7 @@ for run in $(seq "$RUNS"); do
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s bench/wrk_callbacks.lua \
     "http://127.0.0.1:$PORT" -- "$REQS" > /tmp/gw-bench-wrk.txt
   peak=$(rss_kb "$PID" VmHWM)
-  batches=$(curl -fs "http://127.0.0.1:$PORT/metrics" | awk '/^groupwatch_handoff_batch_events_(sum|count)/ { v[$1] = $2 } END { for (k in v) if (k ~ /count/) c = v[k]; else s = v[k]; if (c > 0) printf "%.1f", s / c; else print "?" }')
+  batches=$(curl -fs "http://127.0.0.1:$OPS_PORT/metrics" | awk '/^groupwatch_handoff_batch_events_(sum|count)/ { v[$1] = $2 } END { for (k in v) if (k ~ /count/) c = v[k]; else s = v[k]; if (c > 0) printf "%.1f", s / c; else print "?" }')
   kill -TERM "$PID"; wait "$PID" || true; PID=
   rps=$(awk '/^Requests\/sec/ { print $2 }' /tmp/gw-bench-wrk.txt)
   p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' /tmp/gw-bench-wrk.txt)")

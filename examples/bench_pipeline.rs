@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let exchange = format!("gwbench-pipe-{}", std::process::id());
     let toml = format!(
-        "[http]\nlisten = \"127.0.0.1:0\"\n[amqp]\nurl = \"{amqp}\"\nexchange = \"{exchange}\"\n\
+        "[http]\nlisten = \"127.0.0.1:0\"\nops_listen = \"127.0.0.1:0\"\n[amqp]\nurl = \"{amqp}\"\nexchange = \"{exchange}\"\n\
          [store]\nurl = \"sqlite://{}/gw.db\"\n[log]\nlevel = \"warn\"\n\
          [worker]\nleading_edge = {leading_edge}\n\
          [[wecom]]\ntenant = \"bench\"\ncorp_id = \"{CORP}\"\ntoken = \"QDG6eK\"\n\

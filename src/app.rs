@@ -2,9 +2,8 @@
 //! outbox sweeper and (optionally) the periodic resync from one [`Config`], and runs them until a
 //! shutdown future resolves (the mini-redis pattern: tests pass their own).
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::future::Future;
@@ -18,6 +17,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::config::Config;
 use crate::ingress::aliases::Aliases;
 use crate::ingress::{self, CallbackState};
+use crate::ops::Readiness;
 use crate::provider::registry::Registry;
 use crate::queue::broker::Broker;
 use crate::queue::inbound::{Batching, Inbound};
@@ -27,7 +27,7 @@ use crate::telemetry;
 use crate::worker::cluster::Membership;
 use crate::worker::pipeline::{Halt, Pipeline, Settings};
 use crate::worker::resync;
-use crate::worker::{ShardHealth, Worker, WorkerSettings};
+use crate::worker::{Worker, WorkerSettings};
 
 /// Test-only fault injection points.
 #[derive(Default)]
@@ -39,7 +39,12 @@ pub struct Hooks {
 pub struct Application {
     config: Config,
     listener: Option<TcpListener>,
+    /// `/healthz`, `/readyz`, `/metrics` and the read API; bound whenever `listener` is.
+    ops_listener: Option<TcpListener>,
+    readiness: Arc<Readiness>,
     store: Arc<dyn SnapshotStore>,
+    /// The read API's pool, when `[api] tokens` turns it on.
+    reader: Option<Arc<dyn SnapshotStore>>,
     worker: Option<Arc<Worker>>,
     /// This instance among the others sharing the broker and store.
     membership: Arc<Membership>,
@@ -50,14 +55,6 @@ pub struct Application {
     inbound: Inbound,
     /// Cancelled last, once nothing needs the broker any more.
     shutdown: CancellationToken,
-}
-
-#[derive(Clone)]
-struct OpsState {
-    broker: Broker,
-    store: Arc<dyn SnapshotStore>,
-    /// The worker's consumers, when this process runs one.
-    shards: Option<Arc<ShardHealth>>,
 }
 
 impl Application {
@@ -103,18 +100,35 @@ impl Application {
                 membership.clone(),
             ))
         });
-        let listener = if config.http.enabled {
-            let listener = TcpListener::bind(config.http.listen)
+        let (listener, ops_listener) = if config.http.enabled {
+            let bind = |addr: SocketAddr, key: &'static str| async move {
+                TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key}): {e}"))
+            };
+            (
+                Some(bind(config.http.listen, "http.listen").await?),
+                Some(bind(config.http.ops_listen, "http.ops_listen").await?),
+            )
+        } else {
+            (None, None)
+        };
+        // Only when the read API is on: a pool of its own, so readers never take the workers'.
+        let reader = if config.http.enabled && !config.api.tokens.is_empty() {
+            let reader = store::connect_reader(config.store.url.expose())
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.http.listen))?;
-            Some(listener)
+                .map_err(|e| anyhow::anyhow!("store (read API): {e}"))?;
+            Some(reader)
         } else {
             None
         };
+        let readiness =
+            Arc::new(Readiness::new(broker.clone(), store.clone(), worker.as_ref().map(|w| w.health.clone())));
         Ok(Self {
             config,
             listener,
+            ops_listener,
+            readiness,
             store,
+            reader,
             worker,
             membership,
             registry,
@@ -126,37 +140,56 @@ impl Application {
         })
     }
 
+    /// The callback listener's address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The ops listener's address (`/healthz`, `/readyz`, `/metrics`, the read API).
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// What `/readyz` answers from (and how many store pings it cost).
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.readiness.clone()
     }
 
     pub fn broker(&self) -> &Broker {
         &self.broker
     }
 
+    /// The callback listener's routes: the callbacks, and the ops routes only when
+    /// `http.ops_on_callback_listener` keeps them there.
     fn router(&self) -> anyhow::Result<Router> {
         let state =
             CallbackState::new(self.registry.clone(), self.inbound.clone(), self.aliases.clone(), &self.config.http);
-        let callbacks = Router::new()
+        let mut callbacks = Router::new()
             .route("/{provider}/{tenant}/callback", get(ingress::callback).post(ingress::callback))
             .with_state(state);
-        let ops = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(|| async { telemetry::metrics_handle().render() }))
-            .with_state(OpsState {
-                broker: self.broker.clone(),
-                store: self.store.clone(),
-                shards: self.worker.as_ref().map(|w| w.health.clone()),
-            });
-        Ok(callbacks
-            .merge(ops)
+        if self.config.http.ops_on_callback_listener {
+            callbacks = callbacks.merge(crate::ops::router(self.readiness.clone()));
+        }
+        Ok(self.bounded(callbacks))
+    }
+
+    /// The ops listener's routes: health, readiness, metrics and (with tokens) the read API.
+    fn ops_router(&self) -> Router {
+        let mut ops = crate::ops::router(self.readiness.clone());
+        if let Some(api) = self.reader.clone().and_then(|reader| crate::api::router(reader, &self.config.api.tokens)) {
+            ops = ops.merge(api);
+        }
+        self.bounded(ops)
+    }
+
+    fn bounded(&self, router: Router) -> Router {
+        router
             .layer(DefaultBodyLimit::max(self.config.http.max_body_bytes))
             // Slow clients must not pin connections: the whole request, body included, is bounded.
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 Duration::from_millis(self.config.http.request_timeout_ms),
-            )))
+            ))
     }
 
     /// Runs until `signal` resolves, then stops accepting, lets in-flight requests finish and
@@ -183,7 +216,12 @@ impl Application {
             let runtime = tokio::runtime::Handle::current().runtime_flavor();
             tracing::info!(addr = %listener.local_addr()?, ?runtime, "listening");
         }
+        if let Some(listener) = self.ops_listener.as_ref() {
+            let api = if self.config.api.tokens.is_empty() { "off" } else { "on" };
+            tracing::info!(addr = %listener.local_addr()?, read_api = api, "ops listening");
+        }
         let router = self.router()?;
+        let ops_router = self.ops_router();
         let worker_stop = CancellationToken::new();
         let membership_stop = CancellationToken::new();
         let membership_task = tokio::spawn(self.membership.clone().run(membership_stop.clone()));
@@ -215,21 +253,32 @@ impl Application {
                 worker_stop.clone(),
             ))
         });
-        match self.listener {
-            Some(listener) => {
+        let history_task = (self.worker.is_some() && self.config.store.history_days > 0).then(|| {
+            tokio::spawn(crate::api::retention::run(
+                self.store.clone(),
+                self.config.store.history_days,
+                worker_stop.clone(),
+            ))
+        });
+        match (self.listener, self.ops_listener) {
+            (Some(listener), Some(ops_listener)) => {
                 let http = &self.config.http;
                 let limits = crate::ingress::server::Limits {
                     deadline: Duration::from_millis(http.request_timeout_ms),
                     max_connections: http.max_connections,
                     shutdown_grace: Duration::from_millis(http.shutdown_grace_ms),
                 };
-                crate::ingress::server::serve(listener, router, limits, stop_intake).await;
+                tokio::join!(
+                    crate::ingress::server::serve(listener, router, limits, stop_intake.clone()),
+                    crate::ingress::server::serve(ops_listener, ops_router, limits, stop_intake),
+                );
             }
-            None => stop_intake.cancelled().await,
+            _ => stop_intake.cancelled().await,
         }
         // Then the workers: in-flight attempts finish, everything unacked is left to redelivery.
         worker_stop.cancel();
-        for task in worker_task.into_iter().chain(resync_task).chain(appchat_task).chain(sweep_task) {
+        for task in worker_task.into_iter().chain(resync_task).chain(appchat_task).chain(sweep_task).chain(history_task)
+        {
             let _ = tokio::time::timeout(Duration::from_secs(25), task).await;
         }
         // Leaving the cluster lets the others take this instance's shards at their next tick
@@ -244,19 +293,6 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-async fn readyz(State(ops): State<OpsState>) -> impl IntoResponse {
-    if !ops.broker.is_connected() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "broker unreachable".to_owned());
-    }
-    if ops.store.ping().await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable".to_owned());
-    }
-    if let Some(down) = ops.shards.map(|s| s.down()).filter(|d| !d.is_empty()) {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("no consumer on inbound shards {down:?}"));
-    }
-    (StatusCode::OK, "ready".to_owned())
 }
 
 /// The load → fetch → judge → diff → commit → publish pipeline, as `serve` runs it.

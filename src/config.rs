@@ -88,6 +88,8 @@ pub struct Config {
     #[serde(default)]
     pub resync: ResyncConfig,
     #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
     pub wecom: Vec<WecomTenant>,
     #[serde(default)]
     pub dingtalk: Vec<DingtalkTenant>,
@@ -120,6 +122,14 @@ pub struct HttpConfig {
     /// At shutdown, how long open connections may take to finish their requests before they
     /// are closed.
     pub shutdown_grace_ms: u64,
+    /// The ops listener: `/healthz`, `/readyz`, `/metrics` and the read API. Kept off the
+    /// callback listener, which faces the internet: metrics name tenants, readiness costs a store
+    /// query, and the read API serves membership.
+    #[serde(deserialize_with = "socket_addr")]
+    pub ops_listen: SocketAddr,
+    /// Also serves `/healthz`, `/readyz` and `/metrics` on the callback listener, where they
+    /// were before the ops listener existed (never the read API).
+    pub ops_on_callback_listener: bool,
 }
 
 impl Default for HttpConfig {
@@ -134,6 +144,8 @@ impl Default for HttpConfig {
             replay_cache_entries: 100_000,
             max_connections: 1_024,
             shutdown_grace_ms: 5_000,
+            ops_listen: "127.0.0.1:9464".parse().unwrap(),
+            ops_on_callback_listener: false,
         }
     }
 }
@@ -246,13 +258,27 @@ impl Default for AmqpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub url: Secret,
+    /// Published events older than this many days are deleted from the history (the read API's
+    /// `/events`); 0 keeps them for ever. Snapshots and unpublished events are never deleted.
+    pub history_days: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { url: Secret::new("sqlite://groupwatch.db") }
+        Self { url: Secret::new("sqlite://groupwatch.db"), history_days: 30 }
     }
 }
+
+/// The read API on the ops listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer tokens accepted by the read API; none (the default) turns the API off (404).
+    pub tokens: Vec<Secret>,
+}
+
+/// A bearer token shorter than this is guessable.
+pub const MIN_API_TOKEN_LEN: usize = 16;
 
 /// Reconciliation: walking `groupchat/list` and diffing every group against its snapshot.
 #[derive(Debug, Clone, Deserialize)]
@@ -408,6 +434,22 @@ impl Config {
         }
         in_range("http.replay_cache_entries", self.http.replay_cache_entries as u64, 1_000, 10_000_000, "")?;
         in_range("http.max_connections", self.http.max_connections as u64, 1, 100_000, "")?;
+        if self.http.enabled && self.http.ops_listen == self.http.listen && self.http.listen.port() != 0 {
+            return Err(ConfigError::new("http.ops_listen", "must differ from http.listen"));
+        }
+        for (i, token) in self.api.tokens.iter().enumerate() {
+            let token = token.expose();
+            // Never echo a token, even a bad one: the line goes to logs.
+            if token.len() < MIN_API_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::new(
+                    format!("api.tokens[{i}]"),
+                    format!("must be at least {MIN_API_TOKEN_LEN} printable ASCII characters without spaces"),
+                ));
+            }
+            if self.api.tokens[..i].iter().any(|other| other.expose() == token) {
+                return Err(ConfigError::new(format!("api.tokens[{i}]"), "is listed twice"));
+            }
+        }
         let delays = &self.worker.retry_delays_ms;
         if delays.is_empty() || delays.len() > MAX_RETRY_DELAYS {
             return Err(ConfigError::new(
@@ -453,6 +495,7 @@ impl Config {
             ("worker.rebalance_secs", w.rebalance_secs),
             ("amqp.confirm_timeout_ms", self.amqp.confirm_timeout_ms),
             ("resync.interval_secs", self.resync.interval_secs),
+            ("store.history_days", self.store.history_days),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -482,6 +525,7 @@ pub const DURATION_BOUNDS: &[(&str, u64, u64, &str)] = &[
     ("worker.rebalance_secs", 1, 3_600, "s"),
     ("amqp.confirm_timeout_ms", 1, 60_000, "ms"),
     ("resync.interval_secs", 0, 604_800, "s"),
+    ("store.history_days", 0, 36_500, "days"),
 ];
 
 /// Most entries of `worker.retry_delays_ms`.
@@ -782,6 +826,29 @@ api_base = "http://127.0.0.1:9000"
         assert_eq!(err.key, "wecom[0].token", "{err}");
         assert!(load(GOOD, &[]).unwrap().wecom[0].uses_documented_test_key());
         assert!(!load(GOOD, &[]).unwrap().wecom[1].uses_documented_test_key());
+    }
+
+    #[test]
+    fn ops_listener_and_api_tokens() {
+        let c = load(GOOD, &[]).unwrap();
+        assert_eq!(c.http.ops_listen, "127.0.0.1:9464".parse().unwrap());
+        assert!(!c.http.ops_on_callback_listener);
+        assert!(c.api.tokens.is_empty(), "the read API is off by default");
+        assert_eq!(c.store.history_days, 30);
+        let same = GOOD.replace("127.0.0.1:0", "127.0.0.1:9464");
+        assert_eq!(load(&same, &[]).unwrap_err().key, "http.ops_listen");
+        let tokens = |t: &str| GOOD.replace("[http]", &format!("[api]\ntokens = {t}\n[http]"));
+        let c = load(&tokens(r#"["0123456789abcdef-one", "0123456789abcdef-two"]"#), &[]).unwrap();
+        assert_eq!(c.api.tokens.len(), 2);
+        assert!(!format!("{c:?}").contains("abcdef-one"), "tokens are secrets");
+        let err = load(&tokens(r#"["0123456789abcdef-one", "short-hunter2"]"#), &[]).unwrap_err();
+        assert_eq!(err.key, "api.tokens[1]", "{err}");
+        assert!(!err.to_string().contains("hunter2"), "never echoed: {err}");
+        let err = load(&tokens(r#"["0123456789abcdef-one", "0123456789abcdef-one"]"#), &[]).unwrap_err();
+        assert_eq!(err.key, "api.tokens[1]", "{err}");
+        assert!(!err.to_string().contains("abcdef"), "{err}");
+        let err = load(&tokens(r#"["0123456789 abcdef spaced"]"#), &[]).unwrap_err();
+        assert_eq!(err.key, "api.tokens[0]", "{err}");
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! no I/O. `config` is loaded once at start-up; `app` wires everything; `sim` stands in for the
 //! vendors' APIs in tests and `demo`; `tools` holds `replay` and `demo`.
 
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod core;
 pub mod ingress;
+pub mod ops;
 pub mod provider;
 pub mod queue;
 pub mod sim;

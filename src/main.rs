@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use groupwatch::api::cli::{ReadArgs, ReadError};
 use groupwatch::app::Application;
 use groupwatch::config::Config;
 use groupwatch::core::model::Provider;
@@ -92,6 +93,22 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Who is in a group now, from the store (what GET /v1/groups/{provider}/{tenant}/{chat_id}
+    /// answers).
+    Members {
+        #[command(flatten)]
+        args: ReadArgs,
+        /// The chat id.
+        chat_id: String,
+    },
+    /// Which groups a member is in now, from the store's members index (what
+    /// GET /v1/members/{provider}/{tenant}/{userid}/groups answers).
+    GroupsOf {
+        #[command(flatten)]
+        args: ReadArgs,
+        /// The member's userid (or external userid).
+        userid: String,
     },
     /// A WeCom, DingTalk and Tencent IM API simulator for demos and tests.
     Sim {
@@ -284,6 +301,8 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Members { args, chat_id } => read(groupwatch::api::cli::members(&args, &chat_id).await),
+        Command::GroupsOf { args, userid } => read(groupwatch::api::cli::groups_of(&args, &userid).await),
         Command::Sim { listen, state } => {
             telemetry::init_logging(&Default::default());
             groupwatch::sim::run(listen, state, shutdown_signal()?).await?;
@@ -306,6 +325,17 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             groupwatch::tools::demo::run(&amqp_url).await?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn read(answer: Result<String, ReadError>) -> Result<ExitCode, Failure> {
+    match answer {
+        Ok(output) => {
+            print!("{output}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ReadError::Usage(reason)) => Err(Failure::Usage(reason)),
+        Err(ReadError::Failed(reason)) => Err(Failure::Other(anyhow::anyhow!(reason))),
     }
 }
 

@@ -46,6 +46,55 @@ impl OutboxEvent {
     }
 }
 
+/// One event of a chat's history, for the read API: the body exactly as published.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HistoryEvent {
+    pub seq: i64,
+    pub id: String,
+    pub body: String,
+}
+
+/// A stored snapshot for the read API, its JSON columns as stored: the members are served
+/// without being parsed and written again.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SnapshotText {
+    pub name: String,
+    pub owner: String,
+    pub notice: String,
+    pub create_time: i64,
+    pub member_version: Option<String>,
+    pub dismissed: bool,
+    /// JSON array of userids.
+    pub admins: String,
+    /// JSON array of members, each as the events' `member` object.
+    pub members: String,
+    pub updated_at_ms: i64,
+    pub last_seq: i64,
+}
+
+/// A group one member is in now, from the members index.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MemberGroup {
+    pub chat_id: String,
+    /// The member's join time in this group (Unix seconds), when the provider reported one.
+    pub join_time: Option<i64>,
+    pub name: String,
+    pub owner: String,
+    pub last_seq: i64,
+}
+
+/// One stored group in a listing: the snapshot's head, without its members.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct GroupHead {
+    pub chat_id: String,
+    pub name: String,
+    pub owner: String,
+    pub member_version: Option<String>,
+    pub last_seq: i64,
+    pub updated_at_ms: i64,
+    pub dismissed: bool,
+}
+
 /// Where a chat's history stands, for `resync` to see its requests processed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatProgress {
@@ -88,6 +137,37 @@ pub trait SnapshotStore: Coordination + Send + Sync {
     async fn progress(&self, provider: Provider, tenant: &str) -> Result<Vec<ChatProgress>, StoreError>;
     /// Cheap reachability check for /readyz.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The stored snapshot with its JSON columns unparsed; `None` when the chat is not stored.
+    async fn snapshot_text(&self, key: &GroupKey) -> Result<Option<SnapshotText>, StoreError>;
+    /// The chat's published events after `after_seq`, in `seq` order, at most `limit`; `None`
+    /// when the chat is not stored.
+    async fn history(
+        &self,
+        key: &GroupKey,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Option<Vec<HistoryEvent>>, StoreError>;
+    /// The groups `userid` is in now (not dismissed), by chat id after `after_chat_id`, at most
+    /// `limit`: the members index, kept by [`SnapshotStore::commit`].
+    async fn member_groups(
+        &self,
+        provider: Provider,
+        tenant: &str,
+        userid: &str,
+        after_chat_id: &str,
+        limit: i64,
+    ) -> Result<Vec<MemberGroup>, StoreError>;
+    /// The stored groups of one provider+tenant by chat id after `after_chat_id`, at most `limit`.
+    async fn groups(
+        &self,
+        provider: Provider,
+        tenant: &str,
+        after_chat_id: &str,
+        limit: i64,
+    ) -> Result<Vec<GroupHead>, StoreError>;
+    /// Deletes published events stored before `before_ms`, at most `limit` of them (one short
+    /// statement). Unpublished events and snapshots are never deleted.
+    async fn prune_history(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError>;
 }
 
 /// Every message is safe to log: none contains the store URL's password.
@@ -152,6 +232,21 @@ pub async fn connect(url: &str) -> Result<Arc<dyn SnapshotStore>, StoreError> {
     };
     Ok(store)
 }
+
+/// A second, small pool on the same store for the read API: its queries never wait for a
+/// connection the workers need, and never make the workers wait for one. Opened read-only on
+/// SQLite; no migrations (open the store with [`connect`] first). Only the read methods are
+/// meant to be called on it.
+pub async fn connect_reader(url: &str) -> Result<Arc<dyn SnapshotStore>, StoreError> {
+    let store: Arc<dyn SnapshotStore> = match Backend::of(url)? {
+        Backend::Sqlite => Arc::new(Metered(sqlite::SqliteStore::connect_reader(url).await?)),
+        Backend::Postgres => Arc::new(Metered(postgres::PostgresStore::connect_reader(url).await?)),
+    };
+    Ok(store)
+}
+
+/// Connections of the read API's pool ([`connect_reader`]).
+const READER_CONNECTIONS: u32 = 3;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Backend {
@@ -237,8 +332,8 @@ struct GroupRow {
     checked_at_ms: i64,
 }
 
-/// The statements both backends run. Placeholders are `$N` in increasing order, which PostgreSQL
-/// and SQLite read alike.
+/// The statements both backends run. Placeholders are `$N`, which PostgreSQL and SQLite read
+/// alike (sqlx binds SQLite's `$N` to the N-th argument, so one may appear twice).
 mod sql {
     pub const LOAD: &str = "SELECT name, owner, notice, create_time, member_version, dismissed, admins, members, \
          updated_at_ms, last_seq, revision, replaced, checked_at_ms \
@@ -276,7 +371,75 @@ mod sql {
         "SELECT chat_id FROM group_snapshots WHERE provider = $1 AND tenant = $2 ORDER BY chat_id";
     pub const PROGRESS: &str = "SELECT chat_id, last_seq, checked_at_ms FROM group_snapshots \
          WHERE provider = $1 AND tenant = $2 ORDER BY chat_id";
+    /// The members the index holds for the chat before a commit changes them.
+    pub const INDEXED: &str = "SELECT members, dismissed, revision FROM group_snapshots \
+         WHERE provider = $1 AND tenant = $2 AND chat_id = $3";
+    /// Followed by `IN ($4, $5, ...)`, one placeholder per userid.
+    pub const UNINDEX: &str =
+        "DELETE FROM group_members WHERE provider = $1 AND tenant = $2 AND chat_id = $3 AND userid";
+    /// Followed by `VALUES (...), (...)` and [`REINDEX`].
+    pub const INDEX: &str = "INSERT INTO group_members (provider, tenant, chat_id, userid, join_time)";
+    pub const REINDEX: &str =
+        "ON CONFLICT (provider, tenant, userid, chat_id) DO UPDATE SET join_time = excluded.join_time";
+    pub const SNAPSHOT_TEXT: &str = "SELECT name, owner, notice, create_time, member_version, dismissed, admins, \
+         members, updated_at_ms, last_seq FROM group_snapshots WHERE provider = $1 AND tenant = $2 AND chat_id = $3";
+    /// One statement: a stored chat without such events gives one row of NULLs, an unknown chat
+    /// none.
+    pub const HISTORY: &str = "SELECT e.seq, e.id, e.body FROM group_snapshots s \
+         LEFT JOIN group_events e ON e.provider = s.provider AND e.tenant = s.tenant AND e.chat_id = s.chat_id \
+           AND e.seq > $4 AND e.published_at_ms IS NOT NULL \
+         WHERE s.provider = $1 AND s.tenant = $2 AND s.chat_id = $3 \
+         ORDER BY e.seq LIMIT $5";
+    /// The member's page first, then its groups: written as a join, SQLite without statistics
+    /// may walk the snapshots and probe the index for each.
+    pub const MEMBER_GROUPS: &str = "SELECT m.chat_id, m.join_time, s.name, s.owner, s.last_seq \
+         FROM (SELECT chat_id, join_time FROM group_members \
+               WHERE provider = $1 AND tenant = $2 AND userid = $3 AND chat_id > $4 ORDER BY chat_id LIMIT $5) m \
+         JOIN group_snapshots s ON s.provider = $1 AND s.tenant = $2 AND s.chat_id = m.chat_id \
+         ORDER BY m.chat_id";
+    pub const GROUPS: &str = "SELECT chat_id, name, owner, member_version, last_seq, updated_at_ms, dismissed \
+         FROM group_snapshots WHERE provider = $1 AND tenant = $2 AND chat_id > $3 ORDER BY chat_id LIMIT $4";
+    /// Oldest first, through `group_events_age`; one bounded statement per call, so retention
+    /// never holds a long transaction.
+    pub const PRUNE_HISTORY: &str = "DELETE FROM group_events WHERE (provider, tenant, chat_id, seq) IN \
+         (SELECT provider, tenant, chat_id, seq FROM group_events \
+          WHERE created_at_ms < $1 AND published_at_ms IS NOT NULL ORDER BY created_at_ms LIMIT $2)";
 }
+
+/// A member as the members index keeps it: userid and join time.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+struct IndexEntry {
+    userid: String,
+    join_time: Option<i64>,
+}
+
+impl IndexEntry {
+    /// The index entries of a snapshot's `members` column, reading only the two fields it needs.
+    fn parse(members: &str) -> Result<Vec<IndexEntry>, serde_json::Error> {
+        serde_json::from_str(members)
+    }
+
+    fn of(group: &StoredGroup) -> Vec<IndexEntry> {
+        if group.dismissed {
+            return Vec::new();
+        }
+        group.snapshot.members.iter().map(|m| IndexEntry { userid: m.userid.clone(), join_time: m.join_time }).collect()
+    }
+}
+
+/// What a commit changes in the members index: the userids gone, and the entries new or with a
+/// new join time.
+fn index_changes<'a>(old: &'a [IndexEntry], new: &'a [IndexEntry]) -> (Vec<&'a str>, Vec<&'a IndexEntry>) {
+    let before: std::collections::HashMap<&str, Option<i64>> =
+        old.iter().map(|e| (e.userid.as_str(), e.join_time)).collect();
+    let after: std::collections::HashSet<&str> = new.iter().map(|e| e.userid.as_str()).collect();
+    let gone = old.iter().map(|e| e.userid.as_str()).filter(|u| !after.contains(u)).collect();
+    let upserts = new.iter().filter(|e| before.get(e.userid.as_str()) != Some(&e.join_time)).collect();
+    (gone, upserts)
+}
+
+/// Rows per multi-row statement on the members index (5 placeholders a row for inserts).
+const INDEX_CHUNK: usize = 100;
 
 impl GroupRow {
     fn encode(key: &GroupKey, group: &StoredGroup) -> Result<Self, StoreError> {
@@ -345,8 +508,11 @@ impl From<EventRow> for OutboxEvent {
 
 /// Implements [`SnapshotStore`] for a backend whose struct has a `pool: sqlx::Pool<$db>`: both
 /// backends run the very same statements, so they are written once.
+/// `$begin` opens a commit's transaction: SQLite's must take the write lock at once, since the
+/// commit reads before it writes (a deferred transaction would fail with SQLITE_BUSY_SNAPSHOT
+/// when another connection wrote in between, instead of waiting its turn).
 macro_rules! sql_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $begin:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::SnapshotStore for $store {
             async fn load(
@@ -372,7 +538,29 @@ macro_rules! sql_store {
                 let row = $crate::store::GroupRow::encode(key, group)?;
                 let expected = row.revision;
                 let revision = expected + 1;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
+                // The members index moves from what the stored row says to what this commit
+                // says, in the same transaction, so it can never disagree with the snapshot.
+                let indexed = if expected == 0 {
+                    Vec::new()
+                } else {
+                    let stored: Option<(String, bool, i64)> = sqlx::query_as($crate::store::sql::INDEXED)
+                        .bind(key.provider.as_str())
+                        .bind(&key.tenant)
+                        .bind(&key.chat_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    match stored {
+                        Some((members, false, revision)) if revision == expected => {
+                            $crate::store::IndexEntry::parse(&members).map_err(|source| {
+                                $crate::store::StoreError::Corrupt { chat_id: key.chat_id.clone(), source }
+                            })?
+                        }
+                        Some((_, true, revision)) if revision == expected => Vec::new(),
+                        _ => return Err($crate::store::StoreError::Conflict { chat_id: key.chat_id.clone() }),
+                    }
+                };
+                let current = $crate::store::IndexEntry::of(group);
                 let statement = if expected == 0 { $crate::store::sql::INSERT } else { $crate::store::sql::UPDATE };
                 let mut query = sqlx::query::<$db>(statement)
                     .bind(key.provider.as_str())
@@ -411,6 +599,41 @@ macro_rules! sql_store {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
+                }
+                let (gone, upserts) = $crate::store::index_changes(&indexed, &current);
+                for chunk in gone.chunks($crate::store::INDEX_CHUNK) {
+                    let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
+                    let sql = format!("{} IN ({})", $crate::store::sql::UNINDEX, placeholders.join(", "));
+                    let mut query =
+                        sqlx::query::<$db>(&sql).bind(key.provider.as_str()).bind(&key.tenant).bind(&key.chat_id);
+                    for userid in chunk {
+                        query = query.bind(*userid);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                for chunk in upserts.chunks($crate::store::INDEX_CHUNK) {
+                    let rows: Vec<String> = (0..chunk.len())
+                        .map(|i| {
+                            let n = i * 5;
+                            format!("(${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5)
+                        })
+                        .collect();
+                    let sql = format!(
+                        "{} VALUES {} {}",
+                        $crate::store::sql::INDEX,
+                        rows.join(", "),
+                        $crate::store::sql::REINDEX
+                    );
+                    let mut query = sqlx::query::<$db>(&sql);
+                    for entry in chunk {
+                        query = query
+                            .bind(key.provider.as_str())
+                            .bind(&key.tenant)
+                            .bind(&key.chat_id)
+                            .bind(&entry.userid)
+                            .bind(entry.join_time);
+                    }
+                    query.execute(&mut *tx).await?;
                 }
                 for item in items {
                     sqlx::query::<$db>($crate::store::sql::RECORD)
@@ -568,6 +791,89 @@ macro_rules! sql_store {
                 sqlx::query::<$db>("SELECT 1").execute(&self.pool).await?;
                 Ok(())
             }
+
+            async fn history(
+                &self,
+                key: &$crate::core::model::GroupKey,
+                after_seq: i64,
+                limit: i64,
+            ) -> Result<Option<Vec<$crate::store::HistoryEvent>>, $crate::store::StoreError> {
+                let rows: Vec<(Option<i64>, Option<String>, Option<String>)> =
+                    sqlx::query_as($crate::store::sql::HISTORY)
+                        .bind(key.provider.as_str())
+                        .bind(&key.tenant)
+                        .bind(&key.chat_id)
+                        .bind(after_seq)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                if rows.is_empty() {
+                    return Ok(None);
+                }
+                let events = rows
+                    .into_iter()
+                    .filter_map(|(seq, id, body)| Some($crate::store::HistoryEvent { seq: seq?, id: id?, body: body? }))
+                    .collect();
+                Ok(Some(events))
+            }
+
+            async fn snapshot_text(
+                &self,
+                key: &$crate::core::model::GroupKey,
+            ) -> Result<Option<$crate::store::SnapshotText>, $crate::store::StoreError> {
+                let row = sqlx::query_as($crate::store::sql::SNAPSHOT_TEXT)
+                    .bind(key.provider.as_str())
+                    .bind(&key.tenant)
+                    .bind(&key.chat_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row)
+            }
+
+            async fn member_groups(
+                &self,
+                provider: $crate::core::model::Provider,
+                tenant: &str,
+                userid: &str,
+                after_chat_id: &str,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::MemberGroup>, $crate::store::StoreError> {
+                let rows = sqlx::query_as($crate::store::sql::MEMBER_GROUPS)
+                    .bind(provider.as_str())
+                    .bind(tenant)
+                    .bind(userid)
+                    .bind(after_chat_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows)
+            }
+
+            async fn groups(
+                &self,
+                provider: $crate::core::model::Provider,
+                tenant: &str,
+                after_chat_id: &str,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::GroupHead>, $crate::store::StoreError> {
+                let rows = sqlx::query_as($crate::store::sql::GROUPS)
+                    .bind(provider.as_str())
+                    .bind(tenant)
+                    .bind(after_chat_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows)
+            }
+
+            async fn prune_history(&self, before_ms: i64, limit: i64) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query::<$db>($crate::store::sql::PRUNE_HISTORY)
+                    .bind(before_ms)
+                    .bind(limit)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
         }
     };
 }
@@ -678,6 +984,44 @@ impl<S: SnapshotStore> SnapshotStore for Metered<S> {
     async fn ping(&self) -> Result<(), StoreError> {
         timed("ping", self.0.ping()).await
     }
+
+    async fn snapshot_text(&self, key: &GroupKey) -> Result<Option<SnapshotText>, StoreError> {
+        timed("snapshot_text", self.0.snapshot_text(key)).await
+    }
+
+    async fn history(
+        &self,
+        key: &GroupKey,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Option<Vec<HistoryEvent>>, StoreError> {
+        timed("history", self.0.history(key, after_seq, limit)).await
+    }
+
+    async fn member_groups(
+        &self,
+        provider: Provider,
+        tenant: &str,
+        userid: &str,
+        after_chat_id: &str,
+        limit: i64,
+    ) -> Result<Vec<MemberGroup>, StoreError> {
+        timed("member_groups", self.0.member_groups(provider, tenant, userid, after_chat_id, limit)).await
+    }
+
+    async fn groups(
+        &self,
+        provider: Provider,
+        tenant: &str,
+        after_chat_id: &str,
+        limit: i64,
+    ) -> Result<Vec<GroupHead>, StoreError> {
+        timed("groups", self.0.groups(provider, tenant, after_chat_id, limit)).await
+    }
+
+    async fn prune_history(&self, before_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        timed("prune_history", self.0.prune_history(before_ms, limit)).await
+    }
 }
 
 async fn timed<T>(op: &'static str, operation: impl Future<Output = T>) -> T {
@@ -717,6 +1061,23 @@ mod tests {
         let shown = StoreError::connect("postgres://u:hunter2@[bad/db", "invalid").to_string();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://…"), "{shown}");
+    }
+
+    #[test]
+    fn index_changes_follow_joins_leaves_and_rejoins() {
+        let e = |u: &str, t: Option<i64>| IndexEntry { userid: u.into(), join_time: t };
+        let old = [e("a", Some(1)), e("b", Some(2)), e("c", None)];
+        let new = [e("a", Some(1)), e("c", Some(5)), e("d", Some(6))];
+        let (gone, upserts) = index_changes(&old, &new);
+        assert_eq!(gone, ["b"]);
+        let up: Vec<&str> = upserts.iter().map(|e| e.userid.as_str()).collect();
+        assert_eq!(up, ["c", "d"], "a new join time is written, an unchanged member is not");
+        let (gone, upserts) = index_changes(&old, &[]);
+        assert_eq!((gone.len(), upserts.len()), (3, 0), "a dismissal empties the chat's entries");
+        let parsed =
+            IndexEntry::parse(r#"[{"userid":"a","type":1,"join_time":1,"name":"x"},{"userid":"b","join_time":null}]"#)
+                .unwrap();
+        assert_eq!(parsed, [e("a", Some(1)), e("b", None)]);
     }
 
     #[test]

@@ -31,7 +31,20 @@ impl PostgresStore {
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
+
+    /// The read API's pool, apart from the workers' (count it in the server's connection limit).
+    pub(super) async fn connect_reader(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::connect(url, e))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(super::READER_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A ping before every query would double the round trips of these one-statement
+            // reads; a broken connection fails its query (503, retried) and leaves the pool.
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
 }
 
-super::sql_store!(PostgresStore, sqlx::Postgres);
+super::sql_store!(PostgresStore, sqlx::Postgres, "BEGIN");
 super::coordination::sql_coordination!(PostgresStore, sqlx::Postgres);

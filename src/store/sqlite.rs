@@ -35,7 +35,25 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
+
+    /// The read API's pool: read-only connections of their own (WAL lets them read while a
+    /// commit writes).
+    pub(super) async fn connect_reader(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::connect(url, e))?
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(super::READER_CONNECTIONS)
+            // Each query is one statement; a ping before it would only add a trip to the
+            // connection's thread.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::connect(url, e))?;
+        Ok(Self { pool })
+    }
 }
 
-super::sql_store!(SqliteStore, sqlx::Sqlite);
+super::sql_store!(SqliteStore, sqlx::Sqlite, "BEGIN IMMEDIATE");
 super::coordination::sql_coordination!(SqliteStore, sqlx::Sqlite);

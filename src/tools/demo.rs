@@ -38,6 +38,7 @@ fn demo_config(amqp_url: &str, exchange: &str, api_base: &str, db: &std::path::P
         r#"
 [http]
 listen = "127.0.0.1:0"
+ops_listen = "127.0.0.1:0"
 [worker]
 coalesce_ms = 200
 retry_delays_ms = [300, 600, 1200]

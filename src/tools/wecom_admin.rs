@@ -681,7 +681,7 @@ fn display_width(s: &str) -> usize {
 
 /// Left-aligned columns two spaces apart; no header line when `header` is empty. Trailing
 /// blanks are trimmed so that empty last columns leave no whitespace behind.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut lines: Vec<Vec<String>> = Vec::new();
     if !header.is_empty() {
         lines.push(header.iter().map(|h| h.to_string()).collect());

@@ -26,6 +26,8 @@ const KEYS: &[(&str, &[&str])] = &[
             "replay_cache_entries",
             "max_connections",
             "shutdown_grace_ms",
+            "ops_listen",
+            "ops_on_callback_listener",
         ],
     ),
     (
@@ -43,7 +45,8 @@ const KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("amqp", &["url", "exchange", "declare_default_queues", "confirm_timeout_ms", "inbound_shards"]),
-    ("store", &["url"]),
+    ("store", &["url", "history_days"]),
+    ("api", &["tokens"]),
     ("log", &["format", "level"]),
 ];
 const WECOM_KEYS: &[&str] = &[
@@ -249,6 +252,14 @@ fn groupwatch_builds_from_the_repo_and_publishes_a_port() {
             Some("0.0.0.0:8080"),
             "{name}: listens on all interfaces inside the container"
         );
+        // The ops listener too, or its loopback default would be unreachable from the host; it is
+        // published on the host's loopback only (published_ports_are_bound_to_loopback).
+        assert_eq!(
+            environment(&s).get("GROUPWATCH__HTTP__OPS_LISTEN").map(String::as_str),
+            Some("0.0.0.0:9464"),
+            "{name}: the ops listener inside the container"
+        );
+        assert!(published_ports(&s).iter().any(|(_, c)| *c == 9464), "{name}: publishes the ops port");
     }
 }
 

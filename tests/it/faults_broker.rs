@@ -76,7 +76,7 @@ async fn broker_cut_mid_stream_loses_and_invents_nothing() {
     let conn = amqp().await;
     let tap = Tap::new(&conn, &exchange).await;
     let replayer = Arc::new(Replayer::wecom(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT)).unwrap());
-    assert_eq!(status(&app.url("/readyz")).await, 200);
+    assert_eq!(status(&app.ops_url("/readyz")).await, 200);
     assert_eq!(proxy.forwarded(), 1, "the app's one AMQP connection goes through the proxy");
 
     let create = callback_xml(CHAT_CREATE_TIME, "create", None, &[], None);
@@ -109,7 +109,7 @@ async fn broker_cut_mid_stream_loses_and_invents_nothing() {
     }
     proxy.cut();
     let cut_at = Instant::now();
-    let noticed = wait_status(&app.url("/readyz"), 503, Duration::from_secs(10)).await;
+    let noticed = wait_status(&app.ops_url("/readyz"), 503, Duration::from_secs(10)).await;
     // While cut: a callback (WeCom's retry of the create, already accepted once) is refused
     // with 503 so that WeCom retries, and the stream itself gets refused.
     assert_eq!(replayer.post(create.as_bytes()).await.unwrap(), 503, "callbacks answer 503 while the broker is cut");
@@ -119,13 +119,13 @@ async fn broker_cut_mid_stream_loses_and_invents_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(status(&app.url("/readyz")).await, 503, "still not ready while cut");
-    assert_eq!(status(&app.url("/healthz")).await, 200, "alive while the broker is down");
+    assert_eq!(status(&app.ops_url("/readyz")).await, 503, "still not ready while cut");
+    assert_eq!(status(&app.ops_url("/healthz")).await, 200, "alive while the broker is down");
     let accepted_while_cut = accepted.load(Ordering::SeqCst);
     assert!(proxy.refused() > 0, "the supervisor kept trying to reconnect while cut");
     proxy.restore();
     let cut_for = cut_at.elapsed();
-    let reconnect = wait_status(&app.url("/readyz"), 200, Duration::from_secs(20)).await;
+    let reconnect = wait_status(&app.ops_url("/readyz"), 200, Duration::from_secs(20)).await;
     assert!(proxy.forwarded() >= 2, "the app reconnected through the proxy");
 
     tokio::time::timeout(Duration::from_secs(45), stream).await.expect("the stream finishes").unwrap();

@@ -153,8 +153,8 @@ async fn broker_unreachable_answers_503_so_wecom_retries() {
     url.query_pairs_mut().extend_pairs(signed.query.iter().map(|(k, v)| (*k, v.as_str())));
     let r = reqwest::Client::new().post(url).body(signed.body).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(reqwest::get(app.url("/readyz")).await.unwrap().status(), 503);
-    assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().status(), 200);
+    assert_eq!(reqwest::get(app.ops_url("/readyz")).await.unwrap().status(), 503);
+    assert_eq!(reqwest::get(app.ops_url("/healthz")).await.unwrap().status(), 200);
     app.stop().await;
 }
 
@@ -318,7 +318,7 @@ async fn ten_thousand_malformed_requests_are_all_rejected_and_nothing_is_queued(
     assert_eq!(by_kind["bad signature"], [401].into());
     assert_eq!(by_kind["old timestamp"], [401].into());
 
-    assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().status(), 200, "still alive");
+    assert_eq!(unsigned_get(&app).await, 401, "the callback listener is still alive");
     assert_eq!(inbound_len(&conn, &app.topology).await, 0, "nothing queued");
     // The good request still gets through afterwards.
     let mut url = url::Url::parse(&app.callback_url(TENANT)).unwrap();
@@ -386,7 +386,7 @@ async fn a_request_head_that_never_ends_is_cut_off_without_blocking_others() {
     let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     slow.write_all(b"POST /wecom/acme/callback HTTP/1.1\r\nHost: groupwatch\r\n").await.unwrap();
     let started = std::time::Instant::now();
-    assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().status(), 200, "others are served meanwhile");
+    assert_eq!(unsigned_get(&app).await, 401, "others are served meanwhile");
     let mut answer = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
     assert!(closed.is_ok(), "connection still open 5 s after a 500 ms deadline for the request head");
@@ -519,7 +519,7 @@ async fn a_replayed_callback_is_answered_but_not_handed_off_again() {
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let before = metric(&reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap());
+    let before = metric(&reqwest::get(app.ops_url("/metrics")).await.unwrap().text().await.unwrap());
     for _ in 0..3 {
         let resp = post_signed(&app, TENANT, &signed.query, signed.body.clone()).await;
         assert_eq!(resp.status(), 200);
@@ -527,7 +527,7 @@ async fn a_replayed_callback_is_answered_but_not_handed_off_again() {
     }
     let events = drain_inbound(&conn, &app.topology).await;
     assert_eq!(events.len(), 1, "one hand-off for three identical requests: {events:?}");
-    let after = metric(&reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap());
+    let after = metric(&reqwest::get(app.ops_url("/metrics")).await.unwrap().text().await.unwrap());
     assert!(after >= before + 2, "two replays counted: {before} -> {after}");
 
     // The same event signed anew (another nonce) is another callback, as a WeCom resend is.
@@ -594,7 +594,7 @@ async fn a_client_that_never_reads_its_answers_is_cut_off() {
     let error = error.expect("the connection is still open 20 s after a 500 ms write deadline");
     println!("cut off after {:?}: {error}", started.elapsed());
     assert!(matches!(error.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe), "{error:?}");
-    assert_eq!(reqwest::get(app.url("/healthz")).await.unwrap().status(), 200, "the server is fine");
+    assert_eq!(unsigned_get(&app).await, 401, "the callback listener is fine");
     cleanup(&amqp().await, &app.topology).await;
     app.stop().await;
 }
@@ -635,9 +635,9 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let _b = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
-    let status = reqwest::get(app.url("/healthz")).await.unwrap().status();
+    let status = unsigned_get(&app).await;
     let waited = started.elapsed();
-    assert_eq!(status, 200);
+    assert_eq!(status, 401);
     assert!(waited >= Duration::from_millis(1000), "served at once despite the cap: {waited:?}");
     cleanup(&amqp().await, &app.topology).await;
     app.stop().await;
@@ -710,4 +710,10 @@ async fn a_suite_callback_for_another_corp_is_refused() {
     assert_eq!(inbound_len(&conn, &app.topology).await, 1);
     cleanup(&conn, &app.topology).await;
     app.stop().await;
+}
+
+/// A request the callback listener answers at once without touching anything (401: unsigned),
+/// to see that the listener itself is serving.
+async fn unsigned_get(app: &TestApp) -> u16 {
+    reqwest::get(app.callback_url(TENANT)).await.unwrap().status().as_u16()
 }

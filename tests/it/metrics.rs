@@ -37,7 +37,7 @@ async fn metrics_expose_every_stage_after_a_short_scenario() {
         .unwrap();
     assert_eq!(bad.status(), 401);
 
-    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(app.ops_url("/metrics")).await.unwrap().text().await.unwrap();
     for family in [
         "groupwatch_callbacks_total{",
         "groupwatch_callbacks_ignored_total{",

@@ -357,7 +357,7 @@ async fn a_deleted_inbound_queue_is_declared_again() {
     // Every shard has its consumer again.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let ready = reqwest::get(h.app().url("/readyz")).await.unwrap();
+        let ready = reqwest::get(h.app().ops_url("/readyz")).await.unwrap();
         if ready.status() == 200 {
             break;
         }
@@ -409,7 +409,7 @@ async fn idle_chats_release_their_actors() {
         groupwatch::tools::replay::Replayer::wecom(app.config.tenant(TENANT).unwrap(), &app.callback_url(TENANT))
             .unwrap();
     let actors = || async {
-        let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(app.ops_url("/metrics")).await.unwrap().text().await.unwrap();
         text.lines()
             .find(|l| l.starts_with("groupwatch_chat_actors "))
             .and_then(|l| l.split_whitespace().nth(1))

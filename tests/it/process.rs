@@ -294,9 +294,9 @@ async fn serve_without_broker_is_alive_but_not_ready() {
     serve.wait_status("/healthz", 200, Duration::from_secs(20)).await;
     // Over a few supervisor retries, never ready; a callback is refused so that WeCom retries.
     while started.elapsed() < Duration::from_secs(2) {
-        let readyz = reqwest::get(serve.url("/readyz")).await.unwrap();
+        let readyz = reqwest::get(serve.ops_url("/readyz")).await.unwrap();
         assert_eq!(readyz.status().as_u16(), 503, "not ready without a broker");
-        assert_eq!(reqwest::get(serve.url("/healthz")).await.unwrap().status().as_u16(), 200);
+        assert_eq!(reqwest::get(serve.ops_url("/healthz")).await.unwrap().status().as_u16(), 200);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let xml = callback_xml(CHAT_CREATE_TIME, "create", None, &[], None);

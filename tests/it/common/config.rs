@@ -12,6 +12,7 @@ pub struct TestConfig {
     store_url: String,
     amqp_url: String,
     listen: String,
+    ops_listen: String,
     worker: bool,
     http: Vec<(String, String)>,
     worker_keys: Vec<(String, String)>,
@@ -30,6 +31,7 @@ impl TestConfig {
             store_url: store_url.to_owned(),
             amqp_url: amqp_url(),
             listen: "127.0.0.1:0".into(),
+            ops_listen: "127.0.0.1:0".into(),
             worker: false,
             http: Vec::new(),
             worker_keys: Vec::new(),
@@ -75,6 +77,12 @@ impl TestConfig {
     }
 
     /// The broker to use (a proxy in front of RabbitMQ, say).
+    /// `http.ops_listen` (default: port 0).
+    pub fn ops_listen(mut self, addr: &str) -> Self {
+        self.ops_listen = addr.to_owned();
+        self
+    }
+
     pub fn amqp_url(mut self, url: &str) -> Self {
         self.amqp_url = url.to_owned();
         self
@@ -100,7 +108,14 @@ impl TestConfig {
 
     pub fn toml(&self) -> String {
         let lines = |pairs: &[(String, String)]| pairs.iter().map(|(k, v)| format!("{k} = {v}\n")).collect::<String>();
-        let mut out = format!("[http]\nlisten = \"{}\"\n{}\n", self.listen, lines(&self.http));
+        // Single quotes: tests rewrite `listen = "..."` with plain string replaces, which must
+        // not hit this.
+        let mut out = format!(
+            "[http]\nlisten = \"{}\"\nops_listen = '{}'\n{}\n",
+            self.listen,
+            self.ops_listen,
+            lines(&self.http)
+        );
         out += &format!("[worker]\nenabled = {}\n{}\n", self.worker, lines(&self.worker_keys));
         out += &format!("[store]\nurl = \"{}\"\n\n", self.store_url);
         out +=

@@ -53,7 +53,12 @@ pub fn test_config_with_store(exchange: &str, store_url: &str, extra_toml: &str)
 }
 
 pub struct TestApp {
+    /// The callback listener.
     pub addr: SocketAddr,
+    /// The ops listener: `/healthz`, `/readyz`, `/metrics`, the read API.
+    pub ops: SocketAddr,
+    /// What `/readyz` answers from; counts the store pings it costs.
+    pub readiness: std::sync::Arc<groupwatch::ops::Readiness>,
     pub config: Config,
     pub topology: Topology,
     stop: CancellationToken,
@@ -65,15 +70,21 @@ impl TestApp {
         format!("http://{}/wecom/{tenant}/callback", self.addr)
     }
 
+    /// A URL on the callback listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Waits until `/readyz` says the broker, the store and every shard's consumer are there.
+    /// A URL on the ops listener.
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops)
+    }
+
+    /// Waits until `/readyz` says the broker, the store and every owned shard's consumer are there.
     pub async fn wait_ready(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            if reqwest::get(self.url("/readyz")).await.is_ok_and(|r| r.status() == 200) {
+            if reqwest::get(self.ops_url("/readyz")).await.is_ok_and(|r| r.status() == 200) {
                 return;
             }
             assert!(tokio::time::Instant::now() < deadline, "the app never became ready");
@@ -109,6 +120,8 @@ async fn spawn(config_toml: &str, wait_broker: bool, hooks: groupwatch::app::Hoo
     let config = Config::from_toml(config_toml, std::iter::empty()).expect("valid test config");
     let app = Application::build_with(config.clone(), hooks).await.expect("app builds");
     let addr = app.local_addr().expect("http enabled");
+    let ops = app.ops_addr().expect("http enabled");
+    let readiness = app.readiness();
     let topology = app.broker().topology().clone();
     if wait_broker {
         app.broker().connected(Duration::from_secs(15)).await.unwrap_or_else(|_| {
@@ -118,7 +131,7 @@ async fn spawn(config_toml: &str, wait_broker: bool, hooks: groupwatch::app::Hoo
     let stop = CancellationToken::new();
     let signal = stop.clone().cancelled_owned();
     let task = tokio::spawn(app.run_until(signal));
-    let app = TestApp { addr, config, topology, stop, task };
+    let app = TestApp { addr, ops, readiness, config, topology, stop, task };
     if wait_broker && app.config.worker.enabled {
         app.wait_ready().await;
     }
@@ -252,10 +265,42 @@ impl Tap {
         events
     }
 
+    /// Waits until `n` events arrived (or panics after `timeout`) and returns them as delivered:
+    /// the exact body bytes, with the message id and routing key.
+    pub async fn expect_raw(&self, n: usize, timeout: Duration) -> Vec<RawEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n && tokio::time::Instant::now() < deadline {
+            match self.channel.basic_get(&self.queue, BasicGetOptions { no_ack: true }).await.unwrap() {
+                Some(msg) => {
+                    let body: serde_json::Value = serde_json::from_slice(&msg.delivery.data).unwrap();
+                    schema_support::assert_valid_event(&body);
+                    let props = &msg.delivery.properties;
+                    out.push(RawEvent {
+                        message_id: props.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                        routing_key: msg.delivery.routing_key.to_string(),
+                        body: String::from_utf8(msg.delivery.data.clone()).expect("bodies are UTF-8 JSON"),
+                    });
+                }
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        assert_eq!(out.len(), n, "expected {n} events within {timeout:?}, got {}", out.len());
+        out
+    }
+
     /// Takes whatever arrives within `wait`.
     pub async fn collect(&self, wait: Duration) -> Vec<groupwatch::core::model::GroupEvent> {
         get_events(&self.channel, &self.queue, usize::MAX, wait).await
     }
+}
+
+/// One event as a consumer received it from RabbitMQ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    pub message_id: String,
+    pub routing_key: String,
+    pub body: String,
 }
 
 /// Reads up to `n` events from a queue within `timeout`, checking the AMQP properties.

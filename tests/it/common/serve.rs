@@ -14,7 +14,8 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Worker on with short delays, text logs at info (tests read them), the given port and broker.
+/// Worker on with short delays, text logs at info (tests read them), the given port and broker;
+/// the ops listener on a free port of its own.
 pub fn serve_config(exchange: &str, store_url: &str, api_base: &str, port: u16, amqp_url: &str) -> String {
     serve_test_config(exchange, store_url, api_base, port, amqp_url).toml()
 }
@@ -30,6 +31,7 @@ pub fn serve_test_config(
     super::TestConfig::new(exchange, store_url)
         .with_worker()
         .listen(&format!("127.0.0.1:{port}"))
+        .ops_listen(&format!("127.0.0.1:{}", free_port()))
         .wecom_api(api_base)
         .amqp_url(amqp_url)
         .section("[log]\nformat = \"text\"\nlevel = \"info\"\n")
@@ -59,7 +61,10 @@ pub async fn deliver(replayers: &[Replayer], first: usize, xml: &str, retries: &
 pub struct Serve {
     pub name: String,
     child: Child,
+    /// The callback listener's port.
     pub port: u16,
+    /// The ops listener's port (`http.ops_listen`).
+    pub ops_port: u16,
     log: PathBuf,
     pub config: Config,
 }
@@ -94,7 +99,8 @@ impl Serve {
             .stderr(out)
             .spawn()
             .expect("groupwatch starts");
-        Serve { name: name.to_owned(), child, port, log, config }
+        let ops_port = config.http.ops_listen.port();
+        Serve { name: name.to_owned(), child, port, ops_port, log, config }
     }
 
     /// Starts the process and waits until `/readyz` answers 200.
@@ -104,8 +110,14 @@ impl Serve {
         serve
     }
 
+    /// A URL on the callback listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A URL on the ops listener.
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops_port)
     }
 
     pub fn replayer(&self) -> Replayer {
@@ -128,22 +140,22 @@ impl Serve {
 
     /// `groupwatch_fetches_total`, all outcomes: the groupchat/get calls this instance made.
     pub async fn fetches(&self) -> u64 {
-        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(self.ops_url("/metrics")).await.unwrap().text().await.unwrap();
         text.lines()
             .filter(|l| l.starts_with("groupwatch_fetches_total{") || l.starts_with("groupwatch_fetches_total "))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
     }
 
-    /// Polls `path` until it answers `want`; panics (with the process log) after `timeout` or if
-    /// the process exits.
+    /// Polls `path` on the ops listener until it answers `want`; panics (with the process log)
+    /// after `timeout` or if the process exits.
     pub async fn wait_status(&mut self, path: &str, want: u16, timeout: Duration) -> Duration {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("{} exited ({status}) while waiting for {path}:\n{}", self.name, self.log());
             }
-            let got = reqwest::get(self.url(path)).await.map(|r| r.status().as_u16());
+            let got = reqwest::get(self.ops_url(path)).await.map(|r| r.status().as_u16());
             if matches!(got, Ok(s) if s == want) {
                 return started.elapsed();
             }
