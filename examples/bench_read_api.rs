@@ -98,6 +98,7 @@ fn seed_members(g: usize, members: usize) -> Vec<Member> {
             group_nickname: None,
             name: Some(format!("客户{}", (g + 5000 * m) % USERS)),
             state: None,
+            role: None,
         })
         .collect();
     out.sort_by(|a, b| a.userid.cmp(&b.userid));
@@ -447,7 +448,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
-    let replayer = Arc::new(Replayer::new(&tenant, &callback_url)?);
+    let replayer = Arc::new(Replayer::wecom(&tenant, &callback_url)?);
     let load = Load {
         simc: SimClient::new(sim.base_url()),
         replayer: replayer.clone(),
