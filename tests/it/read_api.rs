@@ -83,10 +83,20 @@ pub fn assert_openapi(schema: &str, answer: &Value) {
 /// The simulator's group as the read API should show it.
 fn expected_group(g: &SimGroup) -> Value {
     let ne = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    let role = |userid: &str| {
+        if userid == g.owner {
+            "owner"
+        } else if g.admin_list.iter().any(|a| a.userid == userid) {
+            "admin"
+        } else {
+            "member"
+        }
+    };
     let member = |m: &WecomMember| {
         json!({"userid": m.userid, "type": m.member_type, "unionid": ne(&m.unionid), "join_time": m.join_time,
                "join_scene": m.join_scene, "invitor": m.invitor.as_ref().map(|i| &i.userid),
-               "group_nickname": ne(&m.group_nickname), "name": ne(&m.name), "state": ne(&m.state)})
+               "group_nickname": ne(&m.group_nickname), "name": ne(&m.name), "state": ne(&m.state),
+               "role": role(&m.userid)})
     };
     let mut members: Vec<&WecomMember> = g.member_list.iter().collect();
     members.sort_by(|a, b| a.userid.cmp(&b.userid));
