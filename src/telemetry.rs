@@ -99,7 +99,11 @@ fn describe_metrics() {
         ("groupwatch_dead_letters_total", "Inbound events moved to the dead-letter queue."),
         ("groupwatch_broker_reconnects_total", "Times the broker connection was lost and re-established."),
         ("groupwatch_wecom_api_calls_total", "WeCom API calls, by API."),
-        ("groupwatch_wecom_api_pauses_total", "Pauses of a corp's API calls after WeCom answered 45009."),
+        ("groupwatch_wecom_api_pauses_total", "Pauses of a WeCom corp's API calls after it answered 45009."),
+        (
+            "groupwatch_api_pauses_total",
+            "Pauses of a vendor account's API calls after a rate-limit answer (WeCom 45009), by account.",
+        ),
         ("groupwatch_resync_groups_total", "Groups reconciled by resync."),
     ];
     for (name, help) in counters {
@@ -120,6 +124,9 @@ fn describe_metrics() {
         metrics::counter!(name).increment(0);
     }
     describe_gauge!("groupwatch_broker_connected", "1 while the broker connection is up.");
+    describe_gauge!("groupwatch_shards_owned", "Inbound shards this instance owns (and consumes).");
+    describe_gauge!("groupwatch_live_workers", "Live worker instances sharing the store, this one included.");
+    describe_gauge!("groupwatch_shard_consumer_up", "1 while this instance consumes the shard, by shard.");
     metrics::gauge!("groupwatch_broker_connected").set(0.0);
     let histograms: &[(&'static str, &'static str)] = &[
         ("groupwatch_callback_seconds", "Time to answer a callback, by outcome."),

@@ -198,6 +198,10 @@ impl Account {
     pub async fn pause(&self, wait: Duration) {
         *self.paused_until.lock().expect("pause lock") = Some(Instant::now() + wait);
         metrics::counter!("groupwatch_api_pauses_total", "account" => self.key.clone()).increment(1);
+        if self.key.starts_with("wecom:") {
+            // The name of earlier releases, which dashboards may still watch.
+            metrics::counter!("groupwatch_wecom_api_pauses_total").increment(1);
+        }
         tracing::warn!(account = %self.key, pause = ?wait, "vendor rate limit hit; pausing this account's calls");
         if let Some(shared) = self.shared.get() {
             let until = now_ms() + wait.as_millis() as i64;
