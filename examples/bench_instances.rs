@@ -51,6 +51,17 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// (busy, total) jiffies of the whole machine, from the first line of /proc/stat.
+fn machine_jiffies() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let total: f64 = fields.iter().sum();
+    // idle and iowait are the 4th and 5th fields.
+    let idle = fields.get(3).copied().unwrap_or(0.0) + fields.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -228,6 +239,7 @@ async fn run(
         }
     }
     let cpu_before: Vec<f64> = instances.iter().map(|i| cpu_seconds(i.child.id())).collect();
+    let (harness_before, machine_before) = (cpu_seconds(std::process::id()), machine_jiffies());
     let started = Instant::now();
     let posts = futures_util::stream::iter(work.into_iter().enumerate().map(|(k, (xml, userid))| {
         let replayer = replayers[k % n].clone();
@@ -248,18 +260,25 @@ async fn run(
     let elapsed = started.elapsed().as_secs_f64();
     let cpu: Vec<f64> =
         instances.iter().zip(&cpu_before).map(|(i, before)| (cpu_seconds(i.child.id()) - before) / elapsed).collect();
+    let harness = (cpu_seconds(std::process::id()) - harness_before) / elapsed;
+    let machine_after = machine_jiffies();
+    let machine = (machine_after.0 - machine_before.0) / (machine_after.1 - machine_before.1).max(1.0);
     let mut l = latencies.lock().unwrap().clone();
     l.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let stats = simc.stats().await?;
     println!(
         "{n} instance(s): {} of {total} joins published in {elapsed:.2} s = {:.0} events/s; callback→publish p50 {:.0} ms, \
-         p99 {:.0} ms; {} groupchat/get; CPU per instance {} (of 1 core); {refused} callbacks refused",
+         p99 {:.0} ms; {} groupchat/get; CPU per instance {} (of 1 core); this harness (sender, simulator, \
+         consumer) {:.0}%; the machine's {} cores {:.0}% busy; {refused} callbacks refused",
         l.len(),
         l.len() as f64 / elapsed,
         percentile(&l, 0.5) * 1000.0,
         percentile(&l, 0.99) * 1000.0,
         stats.groupchat_get,
-        cpu.iter().map(|c| format!("{:.0}%", c * 100.0)).collect::<Vec<_>>().join(" / ")
+        cpu.iter().map(|c| format!("{:.0}%", c * 100.0)).collect::<Vec<_>>().join(" / "),
+        harness * 100.0,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        machine * 100.0
     );
 
     drop(instances);
