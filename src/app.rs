@@ -72,7 +72,7 @@ impl Application {
             broker.clone(),
             Batching { max_events: config.amqp.handoff_max_batch, in_flight: config.amqp.handoff_in_flight },
         );
-        let registry = Arc::new(Registry::build(&config)?);
+        let registry = Arc::new(Registry::build(&config)?.with_store(store.clone()));
         let aliases = Arc::new(Aliases::new(store.clone()));
         let pipeline = build_pipeline(&config, registry.clone(), store.clone(), &broker, hooks.halt);
         let membership = Membership::new(
@@ -336,7 +336,7 @@ pub async fn resync_once(
         .await
         .map_err(|_| anyhow::anyhow!("cannot reach RabbitMQ at amqp.url"))?;
     let inbound = Inbound::new(broker.clone(), Batching::default());
-    let registry = Registry::build(config)?;
+    let registry = Registry::build(config)?.with_store(store.clone());
     let mut summaries = Vec::new();
     for mut target in resync::targets(config)? {
         if provider.is_some_and(|p| p != target.provider) || !(tenants.is_empty() || tenants.contains(&target.tenant)) {
