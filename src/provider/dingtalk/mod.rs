@@ -10,5 +10,6 @@ pub mod api;
 pub mod codec;
 pub mod config;
 pub mod events;
+pub mod stream;
 
 pub use api::{DingtalkClient, KnownChats};
