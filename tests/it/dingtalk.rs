@@ -335,3 +335,41 @@ async fn resync_refetches_known_chats() {
     assert_eq!(events[0].occurred_at, None, "found by comparing snapshots");
     h.finish().await;
 }
+
+/// An owner change for a chat whose openConversationId no earlier event taught is parked with
+/// its reason (and ACKed), never dropped silently; nothing is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_change_for_an_unknown_alias_is_parked() {
+    let h = DtHarness::start(TestStore::sqlite().await, DtMode::Stream).await;
+    let data = json!({"owner": "someone", "timeStamp": now_ms(), "corpId": "dingc7c5", "openConversationId": "cidNeverSeen=="});
+    h.simc.dingtalk_push_event(DT_APP, json!({"eventType": "chat_update_owner", "data": data})).await.unwrap();
+    let dead = h.topology.dead_letter_queue();
+    let deadline = Instant::now() + WAIT;
+    while queue_len(&h.conn, &dead).await < 1 {
+        assert!(Instant::now() < deadline, "the unmapped owner change was not parked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_no_pending(&h).await;
+    h.assert_quiet().await;
+    h.finish().await;
+}
+
+/// `groupwatch replay` plays DingTalk's HTTP push for a tenant in http mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_posts_dingtalk_fixtures() {
+    let h = DtHarness::start(TestStore::sqlite().await, DtMode::Http).await;
+    let replayer = groupwatch::tools::replay::Replayer::for_tenant(
+        &h.app().config,
+        Some(Provider::Dingtalk),
+        DT_TENANT,
+        &h.callback_url(),
+    )
+    .unwrap();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dingtalk/chat_remove_member.pascal.json");
+    assert_eq!(replayer.post_file(&fixture).await.unwrap(), 200);
+    let events = h.tap.expect(1, WAIT).await;
+    assert_eq!(summary(&events), [(EventType::MemberLeave, Some("011505184066774889"), Some(1))]);
+    assert_eq!(events[0].occurred_at, Some(1640601958), "the event's own time");
+    h.finish().await;
+}
