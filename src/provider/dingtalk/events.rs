@@ -77,7 +77,7 @@ impl<'a> Fields<'a> {
 }
 
 /// A string field; numbers are accepted as their decimal text (ids are opaque strings).
-fn text<'a>(kind: &str, value: Option<&'a Value>, name: &'static str) -> Result<Option<String>, EventError> {
+fn text(kind: &str, value: Option<&Value>, name: &'static str) -> Result<Option<String>, EventError> {
     match value {
         None => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
