@@ -18,6 +18,8 @@ use crate::config::Config;
 use crate::ingress::aliases::Aliases;
 use crate::ingress::{self, CallbackState};
 use crate::ops::Readiness;
+use crate::provider::dingtalk::config::Mode as DingtalkMode;
+use crate::provider::dingtalk::stream as dingtalk_stream;
 use crate::provider::registry::Registry;
 use crate::queue::broker::Broker;
 use crate::queue::inbound::{Batching, Inbound};
@@ -72,7 +74,7 @@ impl Application {
             broker.clone(),
             Batching { max_events: config.amqp.handoff_max_batch, in_flight: config.amqp.handoff_in_flight },
         );
-        let registry = Arc::new(Registry::build(&config)?);
+        let registry = Arc::new(Registry::build(&config)?.with_store(store.clone()));
         let aliases = Arc::new(Aliases::new(store.clone()));
         let pipeline = build_pipeline(&config, registry.clone(), store.clone(), &broker, hooks.halt);
         let membership = Membership::new(
@@ -122,6 +124,12 @@ impl Application {
         };
         let readiness =
             Arc::new(Readiness::new(broker.clone(), store.clone(), worker.as_ref().map(|w| w.health.clone())));
+        // Not ready until each stream-mode DingTalk tenant is connected (the intake runs with HTTP).
+        if config.http.enabled {
+            for t in config.dingtalk.iter().filter(|t| t.mode == DingtalkMode::Stream) {
+                readiness.links().set(&dingtalk_stream::link_name(&t.tenant), false);
+            }
+        }
         Ok(Self {
             config,
             listener,
@@ -260,6 +268,27 @@ impl Application {
                 worker_stop.clone(),
             ))
         });
+        // DingTalk Stream mode is intake, like the callback route: it runs where HTTP does, and
+        // stops taking events with it.
+        let stream_tasks: Vec<_> = if self.listener.is_some() {
+            self.config
+                .dingtalk
+                .iter()
+                .filter(|t| t.mode == DingtalkMode::Stream)
+                .map(|t| {
+                    let client = dingtalk_stream::StreamClient::new(
+                        t,
+                        self.inbound.clone(),
+                        self.aliases.clone(),
+                        self.broker.clone(),
+                        self.readiness.links(),
+                    );
+                    tokio::spawn(client.run(stop_intake.clone()))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         match (self.listener, self.ops_listener) {
             (Some(listener), Some(ops_listener)) => {
                 let http = &self.config.http;
@@ -274,6 +303,9 @@ impl Application {
                 );
             }
             _ => stop_intake.cancelled().await,
+        }
+        for task in stream_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
         }
         // Then the workers: in-flight attempts finish, everything unacked is left to redelivery.
         worker_stop.cancel();
@@ -336,7 +368,7 @@ pub async fn resync_once(
         .await
         .map_err(|_| anyhow::anyhow!("cannot reach RabbitMQ at amqp.url"))?;
     let inbound = Inbound::new(broker.clone(), Batching::default());
-    let registry = Registry::build(config)?;
+    let registry = Registry::build(config)?.with_store(store.clone());
     let mut summaries = Vec::new();
     for mut target in resync::targets(config)? {
         if provider.is_some_and(|p| p != target.provider) || !(tenants.is_empty() || tenants.contains(&target.tenant)) {

@@ -105,6 +105,17 @@ fn describe_metrics() {
             "Pauses of a vendor account's API calls after a rate-limit answer (WeCom 45009), by account.",
         ),
         ("groupwatch_resync_groups_total", "Groups reconciled by resync."),
+        ("groupwatch_dingtalk_stream_connects_total", "DingTalk Stream connections opened, by tenant."),
+        (
+            "groupwatch_dingtalk_stream_disconnects_total",
+            "DingTalk Stream connections ended (rotated by DingTalk or lost), by tenant.",
+        ),
+        ("groupwatch_dingtalk_stream_frames_total", "DingTalk Stream frames received, by tenant and type."),
+        (
+            "groupwatch_dingtalk_stream_acks_total",
+            "DingTalk Stream EVENT ACKs sent, by tenant and status (SUCCESS after the hand-off, LATER when it failed).",
+        ),
+        ("groupwatch_dingtalk_api_calls_total", "DingTalk API calls, by API."),
     ];
     for (name, help) in counters {
         describe_counter!(*name, *help);

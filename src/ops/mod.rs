@@ -64,6 +64,24 @@ impl CachedCheck {
     }
 }
 
+/// Connections out that must be up for events to reach this process (DingTalk Stream mode: no
+/// live connection means DingTalk has nowhere to push), by name (`dingtalk/<tenant>`).
+#[derive(Default)]
+pub struct Links {
+    up: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
+}
+
+impl Links {
+    pub fn set(&self, name: &str, up: bool) {
+        self.up.lock().expect("links lock").insert(name.to_owned(), up);
+    }
+
+    /// The links that are down, sorted.
+    pub fn down(&self) -> Vec<String> {
+        self.up.lock().expect("links lock").iter().filter(|(_, up)| !**up).map(|(n, _)| n.clone()).collect()
+    }
+}
+
 /// What `/readyz` looks at.
 pub struct Readiness {
     broker: Broker,
@@ -71,11 +89,17 @@ pub struct Readiness {
     /// The worker's consumers, when this process runs one.
     shards: Option<Arc<ShardHealth>>,
     store_check: CachedCheck,
+    links: Arc<Links>,
 }
 
 impl Readiness {
     pub fn new(broker: Broker, store: Arc<dyn SnapshotStore>, shards: Option<Arc<ShardHealth>>) -> Self {
-        Self { broker, store, shards, store_check: CachedCheck::new(READINESS_REFRESH) }
+        Self { broker, store, shards, store_check: CachedCheck::new(READINESS_REFRESH), links: Arc::default() }
+    }
+
+    /// The outbound connections readiness waits for.
+    pub fn links(&self) -> Arc<Links> {
+        self.links.clone()
     }
 
     /// How many store pings readiness has cost so far.
@@ -98,6 +122,10 @@ impl Readiness {
         }
         if let Some(down) = self.shards.as_ref().map(|s| s.down()).filter(|d| !d.is_empty()) {
             return Err(format!("no consumer on inbound shards {down:?}"));
+        }
+        let down = self.links.down();
+        if !down.is_empty() {
+            return Err(format!("no live connection for {down:?}"));
         }
         Ok(())
     }

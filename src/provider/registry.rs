@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::account::Shared;
+use super::dingtalk::codec::{DingtalkCodec, StreamOnly};
+use super::dingtalk::{DingtalkClient, KnownChats};
 use super::wecom::codec::WecomCodec;
 use super::wecom::{ApiLimits, WecomClient};
 use super::{CallbackCodec, GroupLister, GroupSource};
@@ -24,6 +26,7 @@ pub struct Registry {
     listers: BTreeMap<Provider, Arc<dyn GroupLister>>,
     /// The WeCom client, for what only WeCom has (administration, app chats).
     pub wecom: WecomClient,
+    pub dingtalk: DingtalkClient,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,22 @@ impl Registry {
             })?;
             add(Provider::Wecom, &t.tenant, Arc::new(codec));
         }
+        for t in &config.dingtalk {
+            // A stream-mode tenant still needs its place here (the worker takes work only for
+            // configured tenants); with no HTTP crypto its callback route refuses everything.
+            let codec: Arc<dyn CallbackCodec> = match DingtalkCodec::new(t, window) {
+                Ok(codec) => Arc::new(codec),
+                Err(e) if t.mode == super::dingtalk::config::Mode::Http => {
+                    return Err(RegistryError {
+                        provider: Provider::Dingtalk,
+                        tenant: t.tenant.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+                Err(_) => Arc::new(StreamOnly),
+            };
+            add(Provider::Dingtalk, &t.tenant, codec);
+        }
         let wecom =
             WecomClient::new(&config.wecom, ApiLimits::of(&config.worker)).with_list_page(config.resync.page_size);
         let mut sources: BTreeMap<Provider, Arc<dyn GroupSource>> = BTreeMap::new();
@@ -60,12 +79,26 @@ impl Registry {
             sources.insert(Provider::Wecom, Arc::new(wecom.clone()));
             listers.insert(Provider::Wecom, Arc::new(wecom.clone()));
         }
-        Ok(Self { tenants, sources, listers, wecom })
+        let dingtalk = DingtalkClient::new(&config.dingtalk, ApiLimits::of(&config.worker));
+        if !config.dingtalk.is_empty() {
+            sources.insert(Provider::Dingtalk, Arc::new(dingtalk.clone()));
+        }
+        Ok(Self { tenants, sources, listers, wecom, dingtalk })
+    }
+
+    /// Gives resync a list of groups for the providers that have no listing API (DingTalk): the
+    /// chats the store knows. Kept apart from [`Registry::build`] because only the processes
+    /// that run resync have a store at hand.
+    pub fn with_store(mut self, store: Arc<dyn crate::store::SnapshotStore>) -> Self {
+        if self.sources.contains_key(&Provider::Dingtalk) {
+            self.listers.insert(Provider::Dingtalk, Arc::new(KnownChats { store }));
+        }
+        self
     }
 
     /// Spends every vendor account's budget together with the other instances from now on.
     pub fn join(&self, shared: &Arc<Shared>) {
-        for account in self.wecom.accounts() {
+        for account in self.wecom.accounts().into_iter().chain(self.dingtalk.accounts()) {
             account.join(shared);
         }
     }

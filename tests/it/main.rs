@@ -7,6 +7,7 @@ mod schema_support;
 
 mod compose;
 mod diff_props;
+mod dingtalk;
 mod faults_broker;
 mod fixtures;
 mod ingress;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod config;
+pub mod dingtalk;
 pub mod harness;
 pub mod proxy;
 pub mod scenario;

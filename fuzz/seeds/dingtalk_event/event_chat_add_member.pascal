@@ -1,0 +1,1 @@
+{"Operator":"10203029011219896","OpenConversationId":"cidmfWxxxx","CorpId":"dinge8a56572f80bxxxx","EventType":"chat_add_member","UserId":["user456"],"TimeStamp":1608027106990,"ChatId":"chat676e50a07xxxx"}

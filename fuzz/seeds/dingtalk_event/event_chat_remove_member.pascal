@@ -1,0 +1,1 @@
+{"Operator":"manager164","OpenConversationId":"cidOuTaLz7/D7zkkM/5PlrQQA==","CorpId":"dingc7c5220402493357f2c783f7214b6d69","EventType":"chat_remove_member","UserId":["011505184066774889"],"UnionId":["oiiRiSE5704kGgOZEHGGYmcQiEiE"],"OperatorUnionId":"ABNiSWeAolg5OETyYT60wdQiEiE","TimeStamp":1640601958259,"ChatId":"chat691a41db53b100115bec3603472d78a9"}

@@ -1,0 +1,1 @@
+{"Operator":"user456","OpenConversationId":"cidmfWxxxx","CorpId":"dinge8a56572f80bxxxx","EventType":"chat_quit","OperatorUnionId":"zRboxxxcpAiEiE","TimeStamp":1608026903228,"ChatId":"chat676e50a07xxxx"}

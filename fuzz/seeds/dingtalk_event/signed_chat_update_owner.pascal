@@ -1,0 +1,1 @@
+{"Owner":"manager4220","OpenConversationId":"cidmfWxxxx","CorpId":"dinge8a56572f80bxxxx","EventType":"chat_update_owner","OperatorUnionId":"FxhxxxMBEp8iE","TimeStamp":1608026611710}

@@ -1,0 +1,1 @@
+{"Operator":"user456","Title":"开放平台","OpenConversationId":"cidmfWxxxx","CorpId":"dinge8a56572f80bxxxx","EventType":"chat_update_title","OperatorUnionId":"ZPbvHDqDOxxxxLLtBDplS","TimeStamp":1608027247528,"ChatId":"chat676e50a07xxxx"}
