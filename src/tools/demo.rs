@@ -1,6 +1,13 @@
-//! `groupwatch demo`: the one-command tour. Starts the WeCom simulator and the service on
-//! loopback, plays a short story of callbacks (the bundled fixtures, with the simulator changed
-//! to match each one first), and prints the events that came out. Needs only a RabbitMQ.
+//! `groupwatch demo`: the one-command tour of every vendor. Starts the simulator (WeCom,
+//! DingTalk and Tencent Cloud IM) and the service on loopback, plays a short story per vendor
+//! and prints the events that came out. Needs only a RabbitMQ.
+//!
+//! - WeCom: the bundled callback fixtures, signed and encrypted, with the simulator changed to
+//!   match each one first.
+//! - DingTalk in Stream mode: the service connects out to the simulator's gateway; each change
+//!   made in the simulator is pushed as an EVENT frame and ACKed after the hand-off.
+//! - Tencent Cloud IM: each change made in the simulator is sent as the signed after-callback to
+//!   the service's `/tim/…/callback`.
 
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
@@ -10,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Application;
 use crate::config::Config;
-use crate::core::model::GroupEvent;
-use crate::sim::{self, SimClient, SimState};
+use crate::core::model::{EventType, GroupEvent};
+use crate::sim::{self, DingtalkPush, SimClient, SimState, TimExitType, TimJoinType, TimNotify};
 use crate::tools::replay::Replayer;
 
 const CORP: &str = "ww1234567890abcdef";
@@ -21,6 +28,12 @@ const FIXTURE_JOIN: &str = include_str!("../../fixtures/wecom/update_add_member.
 const FIXTURE_LEAVE: &str = include_str!("../../fixtures/wecom/update_del_member.xml");
 const FIXTURE_RENAME: &str = include_str!("../../fixtures/wecom/update_change_name.xml");
 const FIXTURE_DISMISS: &str = include_str!("../../fixtures/wecom/dismiss.xml");
+
+// The bundled simulator state's DingTalk app and chat, and Tencent IM app and group.
+const DT_APP: &str = "dingdemoappkey00001";
+const DT_CHAT: &str = "chat691a41db53b100115bec3603472d78a9";
+const TIM_APP: u64 = 1400000000;
+const TIM_GROUP: &str = "@TGS#2J4SZEAEL";
 
 /// Replaces the `CurMemVer` of a fixture with the version the simulator now reports, so that
 /// the callback and the API agree as they do in WeCom.
@@ -48,7 +61,7 @@ exchange = "{exchange}"
 [store]
 url = "sqlite://{db}"
 [log]
-level = "warn"
+level = "error"
 [[wecom]]
 tenant = "acme"
 corp_id = "{CORP}"
@@ -57,6 +70,20 @@ encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 secret = "demo-secret"
 api_base = "{api_base}"
 allow_documented_test_key = true
+[[dingtalk]]
+tenant = "acme-dt"
+app_key = "{DT_APP}"
+app_secret = "demo-dingtalk-secret"
+mode = "stream"
+api_base = "{api_base}"
+stream_base = "{api_base}"
+[[tim]]
+tenant = "acme-im"
+sdk_app_id = {TIM_APP}
+identifier = "administrator"
+secret_key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+callback_token = "demo-callback-token"
+api_base = "{api_base}"
 "#,
         db = db.display()
     );
@@ -112,30 +139,67 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
         )
         .await?;
 
+    let ops = app.ops_addr();
     let stop = CancellationToken::new();
     let running = tokio::spawn(app.run_until(stop.clone().cancelled_owned()));
     let replayer = Replayer::wecom(&tenant, &url)?;
+    // Ready once the DingTalk Stream connection is up (and the store answers).
+    if let Some(ops) = ops {
+        wait_ready(&format!("http://{ops}/readyz")).await?;
+    }
+    let base = format!("http://{}", url.trim_start_matches("http://").split('/').next().unwrap_or_default());
+    simc.tim_set_callback_url(TIM_APP, Some(&format!("{base}/tim/acme-im/callback"))).await?;
 
-    println!("groupwatch demo: simulator at {}, callbacks at {url}", sim.base_url());
+    println!("groupwatch demo: simulator at {}, callbacks at {base}", sim.base_url());
     println!("events go to the topic exchange {exchange:?}\n");
-    let mut tour = Tour { replayer, consumer, total: 0 };
-    tour.step("a customer group is created", FIXTURE_CREATE, 3).await?;
+    let mut tour = Tour { consumer, total: 0 };
+
+    println!("WeCom (企业微信): signed, encrypted callbacks to /wecom/acme/callback");
+    tour.callback(&replayer, "a customer group is created", FIXTURE_CREATE, 3).await?;
     let newcomer = serde_json::json!({"userid": "wmOgQhDgAAuXFJGwbve4g4iXknfOBBBB", "type": 2,
         "join_time": 1572505599, "join_scene": 3, "group_nickname": "新客户", "name": "李四"});
     let version = simc.add_member(CORP, CHAT, newcomer).await?;
-    tour.step("a customer joins by QR code", &with_version(FIXTURE_JOIN, &version), 1).await?;
+    tour.callback(&replayer, "a customer joins by QR code", &with_version(FIXTURE_JOIN, &version), 1).await?;
     let version = simc.remove_member(CORP, CHAT, "wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA").await?;
-    tour.step("a customer is removed by the owner", &with_version(FIXTURE_LEAVE, &version), 1).await?;
+    tour.callback(&replayer, "a customer is removed by the owner", &with_version(FIXTURE_LEAVE, &version), 1).await?;
     simc.patch_group(CORP, CHAT, serde_json::json!({"name": "VIP 客服群"})).await?;
-    tour.step("the group is renamed", &with_version(FIXTURE_RENAME, &version), 1).await?;
+    tour.callback(&replayer, "the group is renamed", &with_version(FIXTURE_RENAME, &version), 1).await?;
     simc.dismiss_group(CORP, CHAT).await?;
-    tour.step("the group is dismissed", FIXTURE_DISMISS, 3).await?;
+    tour.callback(&replayer, "the group is dismissed", FIXTURE_DISMISS, 3).await?;
+
+    println!("\nDingTalk (钉钉), Stream mode: events pushed over the WebSocket groupwatch opened");
+    let push = Some(DingtalkPush::camel());
+    let ids = simc.dingtalk_add_members(DT_APP, DT_CHAT, &["user789"], push.as_ref()).await?;
+    tour.pushed("user789 is added to 项目群", &ids, 1).await?;
+    let ids = simc.dingtalk_quit(DT_APP, DT_CHAT, "user456", push.as_ref()).await?;
+    tour.pushed("user456 quits", &ids, 1).await?;
+    let ids = simc.dingtalk_patch_chat(DT_APP, DT_CHAT, serde_json::json!({"name": "项目群 2027"}), push.as_ref()).await?;
+    tour.pushed("the chat is renamed", &ids, 1).await?;
+    let ids = simc.dingtalk_dismiss_chat(DT_APP, DT_CHAT, push.as_ref()).await?;
+    // Its members as groupwatch knows them: user789 (and user123, manager4220 once fetched).
+    tour.pushed("the chat is disbanded", &ids, 0).await?;
+    tour.until_dismiss().await?;
+
+    println!("\nTencent Cloud IM (腾讯云 IM): signed after-callbacks to /tim/acme-im/callback");
+    let notify = TimNotify::callback();
+    let change = simc
+        .tim_add_members(TIM_APP, TIM_GROUP, serde_json::json!([{"Member_Account": "jared"}]), TimJoinType::Invited, &notify)
+        .await?;
+    tour.sent("jared is invited into MyFirstGroup", change.callback.as_ref(), 1).await?;
+    let change = simc.tim_remove_members(TIM_APP, TIM_GROUP, &["peter"], TimExitType::Kicked, &notify).await?;
+    tour.sent("peter is kicked", change.callback.as_ref(), 1).await?;
+    let change = simc.tim_patch_group(TIM_APP, TIM_GROUP, serde_json::json!({"Name": "MyRenamedGroup"}), &notify).await?;
+    tour.sent("the group is renamed", change.callback.as_ref(), 1).await?;
+    let change = simc.tim_destroy_group(TIM_APP, TIM_GROUP, &notify).await?;
+    tour.sent("the group is destroyed", change.callback.as_ref(), 0).await?;
+    tour.until_dismiss().await?;
+
     let total = tour.total;
     println!(
         "\n{total} events published. A consumer reads them from the durable queues {}.member.join and {}.member.leave,",
         exchange, exchange
     );
-    println!("or binds its own queue to routing keys such as wecom.acme.member.* (see README).");
+    println!("or binds its own queue to routing keys such as wecom.acme.member.*, dingtalk.# or tim.# (see README).");
 
     stop.cancel();
     running.await??;
@@ -155,27 +219,78 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
 }
 
 struct Tour {
-    replayer: Replayer,
     consumer: lapin::Consumer,
     total: usize,
 }
 
+/// How long the tour waits for each event.
+const EVENT_WAIT: Duration = Duration::from_secs(15);
+
 impl Tour {
     /// Sends one callback as WeCom would and prints the `expected` events it leads to.
-    async fn step(&mut self, what: &str, xml: &str, expected: usize) -> anyhow::Result<()> {
-        let status = self.replayer.post(xml.as_bytes()).await?;
+    async fn callback(&mut self, replayer: &Replayer, what: &str, xml: &str, expected: usize) -> anyhow::Result<()> {
+        let status = replayer.post(xml.as_bytes()).await?;
         println!("▶ {what}: callback answered {}", status.as_u16());
-        for _ in 0..expected {
-            let next = tokio::time::timeout(Duration::from_secs(15), self.consumer.next()).await;
-            let delivery = match next {
+        self.print(expected).await.map(drop)
+    }
+
+    /// A change the simulator pushed over the Stream connection.
+    async fn pushed(&mut self, what: &str, event_ids: &[String], expected: usize) -> anyhow::Result<()> {
+        println!("▶ {what}: pushed as eventId {}", event_ids.join(", "));
+        self.print(expected).await.map(drop)
+    }
+
+    /// A change the simulator announced with a signed callback.
+    async fn sent(
+        &mut self,
+        what: &str,
+        callback: Option<&sim::TimCallbackReport>,
+        expected: usize,
+    ) -> anyhow::Result<()> {
+        let answer = match callback {
+            Some(c) => match (c.status, &c.error) {
+                (Some(status), _) => format!("{} answered {status}", c.command),
+                (None, Some(error)) => anyhow::bail!("{} was not delivered: {error}", c.command),
+                (None, None) => anyhow::bail!("{} got no answer", c.command),
+            },
+            None => anyhow::bail!("the simulator sent no callback"),
+        };
+        println!("▶ {what}: {answer}");
+        self.print(expected).await.map(drop)
+    }
+
+    /// Prints events up to and including the next `group.dismiss`.
+    async fn until_dismiss(&mut self) -> anyhow::Result<()> {
+        while self.print(1).await? != Some(EventType::GroupDismiss) {}
+        Ok(())
+    }
+
+    /// Prints the next `n` events; returns the type of the last.
+    async fn print(&mut self, n: usize) -> anyhow::Result<Option<EventType>> {
+        let mut last = None;
+        for _ in 0..n {
+            let delivery = match tokio::time::timeout(EVENT_WAIT, self.consumer.next()).await {
                 Ok(Some(Ok(d))) => d,
-                _ => anyhow::bail!("no event arrived within 15 s"),
+                _ => anyhow::bail!("no event arrived within {} s", EVENT_WAIT.as_secs()),
             };
             let event: GroupEvent = serde_json::from_slice(&delivery.data)?;
             println!("    {}", describe(&event));
+            last = Some(event.event_type);
             self.total += 1;
         }
-        Ok(())
+        Ok(last)
+    }
+}
+
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the service did not become ready within 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
