@@ -373,3 +373,56 @@ async fn replay_posts_dingtalk_fixtures() {
     assert_eq!(events[0].occurred_at, Some(1640601958), "the event's own time");
     h.finish().await;
 }
+
+/// `serve` at `RUST_LOG=trace`, connected over Stream and calling gettoken (whose query carries
+/// the app secret) and chat/get: the app secret appears in no log line.
+#[test]
+fn the_app_secret_is_never_logged() {
+    use std::process::{Command, Stdio};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(groupwatch::sim::spawn(dt_sim_state(), "127.0.0.1:0".parse().unwrap())).unwrap();
+    let simc = groupwatch::sim::SimClient::new(sim.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let exchange = unique_exchange();
+    let store = format!("sqlite://{}", dir.path().join("gw.db").display());
+    let config = TestConfig::new(&exchange, &store)
+        .with_worker()
+        .tenant("dingtalk", &dt_tenant(DtMode::Stream, &sim.base_url()))
+        .section("[log]\nformat = \"json\"\n")
+        .toml();
+    let path = dir.path().join("groupwatch.toml");
+    std::fs::write(&path, &config).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(30), "{what}:\n{}", read());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("serve never connected over Stream", &|| read().contains("stream connected"));
+    rt.block_on(simc.dingtalk_add_members(DT_APP, DT_CHAT, &["traced"], Some(&groupwatch::sim::DingtalkPush::camel())))
+        .unwrap();
+    wait("no chat/get", &|| rt.block_on(simc.dingtalk_stats()).unwrap().chat_get >= 1);
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill").args(["-s", "TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let parsed = groupwatch::config::Config::from_toml(&config, std::iter::empty()).unwrap();
+    let topology = groupwatch::queue::broker::Topology::from_config(&parsed.amqp);
+    rt.block_on(async { cleanup(&amqp().await, &topology).await });
+    let text = read();
+    assert!(text.lines().count() > 50 && text.contains("\"level\":\"TRACE\""), "trace is on:\n{text}");
+    assert!(!text.contains(DT_SECRET), "the app secret was logged");
+    assert!(!text.contains(DT_AES) && !text.contains(DT_TOKEN), "the callback key or token was logged");
+    drop(sim);
+}
