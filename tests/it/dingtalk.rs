@@ -220,6 +220,17 @@ async fn stream_disconnect_and_dropped_socket_lose_nothing() {
     h.tap.expect(1, WAIT).await;
     let connects = h.simc.dingtalk_stats().await.unwrap().connections_open;
 
+    // Ready throughout the rotation: the new connection is up before the old one goes.
+    let readyz = h.app().ops_url("/readyz");
+    let watch = tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_millis(2500);
+        let mut seen = Vec::new();
+        while Instant::now() < until {
+            seen.push(reqwest::get(&readyz).await.unwrap().status().as_u16());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen
+    });
     let told = h.simc.dingtalk_fault(json!({"disconnect": true})).await.unwrap().disconnected;
     assert_eq!(told, 1);
     h.add(&["during"]).await;
@@ -227,6 +238,8 @@ async fn stream_disconnect_and_dropped_socket_lose_nothing() {
     assert_eq!(member(&events[0]), Some("during"));
     let stats = h.simc.dingtalk_stats().await.unwrap();
     assert!(stats.connections_open > connects, "a fresh ticket for the new connection: {stats:?}");
+    let seen = watch.await.unwrap();
+    assert!(seen.len() > 10 && seen.iter().all(|s| *s == 200), "/readyz during the rotation: {seen:?}");
 
     // Dropped without a frame: the event waits in DingTalk for the next connection.
     let dropped = h.simc.dingtalk_fault(json!({"drop": true})).await.unwrap().dropped;
