@@ -439,3 +439,45 @@ fn the_app_secret_is_never_logged() {
     assert!(!text.contains(DT_AES) && !text.contains(DT_TOKEN), "the callback key or token was logged");
     drop(sim);
 }
+
+/// What `demo` needs: the bundled simulator state and a `[[dingtalk]]` table with nothing but the
+/// app's key and secret and the simulator's address (Stream mode is the default; no callback
+/// crypto) is enough for events to flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minimal_stream_tenant_against_the_bundled_simulator() {
+    let state = groupwatch::sim::SimState::bundled().unwrap();
+    let dt = state.dingtalk.first().expect("the bundled state has a DingTalk app").clone();
+    let chat = dt.chats.iter().find(|c| c.status != Some(2)).expect("a live chat").clone();
+    let sim = groupwatch::sim::spawn(state, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let simc = groupwatch::sim::SimClient::new(sim.base_url());
+    let store = TestStore::sqlite().await;
+    let exchange = unique_exchange();
+    let tenant = format!(
+        "tenant = \"demo-dt\"\napp_key = \"{}\"\napp_secret = \"{}\"\napi_base = \"{}\"\nstream_base = \"{}\"",
+        dt.app_key,
+        dt.app_secret,
+        sim.base_url(),
+        sim.base_url()
+    );
+    let app =
+        spawn_app(&TestConfig::new(&exchange, &store.url()).with_worker().tenant("dingtalk", &tenant).toml()).await;
+    let conn = amqp().await;
+    let tap = Tap::new(&conn, &exchange).await;
+    simc.dingtalk_add_members(
+        &dt.app_key,
+        &chat.chatid,
+        &["demo-joiner"],
+        Some(&groupwatch::sim::DingtalkPush::camel()),
+    )
+    .await
+    .unwrap();
+    let events = tap.expect(1, WAIT).await;
+    assert_eq!(summary(&events), [(EventType::MemberJoin, Some("demo-joiner"), None)]);
+    assert_eq!(events[0].routing_key(), "dingtalk.demo-dt.member.join");
+    // The HTTP route of a stream tenant without crypto takes nothing.
+    let refused = reqwest::Client::new().post(app.url("/dingtalk/demo-dt/callback")).body("{}").send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let topology = app.topology.clone();
+    app.stop().await;
+    cleanup(&conn, &topology).await;
+}
