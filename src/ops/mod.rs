@@ -178,6 +178,17 @@ mod tests {
         assert_eq!(check.refreshes(), 2);
     }
 
+    #[test]
+    fn links_report_the_ones_down() {
+        let links = Links::default();
+        assert!(links.down().is_empty());
+        links.set("dingtalk/b", false);
+        links.set("dingtalk/a", false);
+        assert_eq!(links.down(), ["dingtalk/a", "dingtalk/b"]);
+        links.set("dingtalk/a", true);
+        assert_eq!(links.down(), ["dingtalk/b"]);
+    }
+
     #[tokio::test]
     async fn a_failed_probe_is_cached_too() {
         let check = CachedCheck::new(Duration::from_secs(60));

@@ -220,6 +220,17 @@ async fn stream_disconnect_and_dropped_socket_lose_nothing() {
     h.tap.expect(1, WAIT).await;
     let connects = h.simc.dingtalk_stats().await.unwrap().connections_open;
 
+    // Ready throughout the rotation: the new connection is up before the old one goes.
+    let readyz = h.app().ops_url("/readyz");
+    let watch = tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_millis(2500);
+        let mut seen = Vec::new();
+        while Instant::now() < until {
+            seen.push(reqwest::get(&readyz).await.unwrap().status().as_u16());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen
+    });
     let told = h.simc.dingtalk_fault(json!({"disconnect": true})).await.unwrap().disconnected;
     assert_eq!(told, 1);
     h.add(&["during"]).await;
@@ -227,6 +238,8 @@ async fn stream_disconnect_and_dropped_socket_lose_nothing() {
     assert_eq!(member(&events[0]), Some("during"));
     let stats = h.simc.dingtalk_stats().await.unwrap();
     assert!(stats.connections_open > connects, "a fresh ticket for the new connection: {stats:?}");
+    let seen = watch.await.unwrap();
+    assert!(seen.len() > 10 && seen.iter().all(|s| *s == 200), "/readyz during the rotation: {seen:?}");
 
     // Dropped without a frame: the event waits in DingTalk for the next connection.
     let dropped = h.simc.dingtalk_fault(json!({"drop": true})).await.unwrap().dropped;
@@ -372,4 +385,99 @@ async fn replay_posts_dingtalk_fixtures() {
     assert_eq!(summary(&events), [(EventType::MemberLeave, Some("011505184066774889"), Some(1))]);
     assert_eq!(events[0].occurred_at, Some(1640601958), "the event's own time");
     h.finish().await;
+}
+
+/// `serve` at `RUST_LOG=trace`, connected over Stream and calling gettoken (whose query carries
+/// the app secret) and chat/get: the app secret appears in no log line.
+#[test]
+fn the_app_secret_is_never_logged() {
+    use std::process::{Command, Stdio};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(groupwatch::sim::spawn(dt_sim_state(), "127.0.0.1:0".parse().unwrap())).unwrap();
+    let simc = groupwatch::sim::SimClient::new(sim.base_url());
+    let dir = tempfile::tempdir().unwrap();
+    let exchange = unique_exchange();
+    let store = format!("sqlite://{}", dir.path().join("gw.db").display());
+    let config = TestConfig::new(&exchange, &store)
+        .with_worker()
+        .tenant("dingtalk", &dt_tenant(DtMode::Stream, &sim.base_url()))
+        .section("[log]\nformat = \"json\"\n")
+        .toml();
+    let path = dir.path().join("groupwatch.toml");
+    std::fs::write(&path, &config).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(30), "{what}:\n{}", read());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("serve never connected over Stream", &|| read().contains("stream connected"));
+    rt.block_on(simc.dingtalk_add_members(DT_APP, DT_CHAT, &["traced"], Some(&groupwatch::sim::DingtalkPush::camel())))
+        .unwrap();
+    wait("no chat/get", &|| rt.block_on(simc.dingtalk_stats()).unwrap().chat_get >= 1);
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill").args(["-s", "TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let parsed = groupwatch::config::Config::from_toml(&config, std::iter::empty()).unwrap();
+    let topology = groupwatch::queue::broker::Topology::from_config(&parsed.amqp);
+    rt.block_on(async { cleanup(&amqp().await, &topology).await });
+    let text = read();
+    assert!(text.lines().count() > 50 && text.contains("\"level\":\"TRACE\""), "trace is on:\n{text}");
+    assert!(!text.contains(DT_SECRET), "the app secret was logged");
+    assert!(!text.contains(DT_AES) && !text.contains(DT_TOKEN), "the callback key or token was logged");
+    drop(sim);
+}
+
+/// What `demo` needs: the bundled simulator state and a `[[dingtalk]]` table with nothing but the
+/// app's key and secret and the simulator's address (Stream mode is the default; no callback
+/// crypto) is enough for events to flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minimal_stream_tenant_against_the_bundled_simulator() {
+    let state = groupwatch::sim::SimState::bundled().unwrap();
+    let dt = state.dingtalk.first().expect("the bundled state has a DingTalk app").clone();
+    let chat = dt.chats.iter().find(|c| c.status != Some(2)).expect("a live chat").clone();
+    let sim = groupwatch::sim::spawn(state, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let simc = groupwatch::sim::SimClient::new(sim.base_url());
+    let store = TestStore::sqlite().await;
+    let exchange = unique_exchange();
+    let tenant = format!(
+        "tenant = \"demo-dt\"\napp_key = \"{}\"\napp_secret = \"{}\"\napi_base = \"{}\"\nstream_base = \"{}\"",
+        dt.app_key,
+        dt.app_secret,
+        sim.base_url(),
+        sim.base_url()
+    );
+    let app =
+        spawn_app(&TestConfig::new(&exchange, &store.url()).with_worker().tenant("dingtalk", &tenant).toml()).await;
+    let conn = amqp().await;
+    let tap = Tap::new(&conn, &exchange).await;
+    simc.dingtalk_add_members(
+        &dt.app_key,
+        &chat.chatid,
+        &["demo-joiner"],
+        Some(&groupwatch::sim::DingtalkPush::camel()),
+    )
+    .await
+    .unwrap();
+    let events = tap.expect(1, WAIT).await;
+    assert_eq!(summary(&events), [(EventType::MemberJoin, Some("demo-joiner"), None)]);
+    assert_eq!(events[0].routing_key(), "dingtalk.demo-dt.member.join");
+    // The HTTP route of a stream tenant without crypto takes nothing.
+    let refused = reqwest::Client::new().post(app.url("/dingtalk/demo-dt/callback")).body("{}").send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let topology = app.topology.clone();
+    app.stop().await;
+    cleanup(&conn, &topology).await;
 }

@@ -3,7 +3,8 @@
 //!
 //! - **Connect.** `POST {stream_base}/v1.0/gateway/connections/open` with the app's key and
 //!   secret and the EVENT `*` subscription gives an endpoint and a one-use ticket; the WebSocket
-//!   goes to `endpoint?ticket=…`. A fresh ticket for every connection.
+//!   goes to `endpoint?ticket=…`. A fresh ticket for every connection, and a connection only
+//!   while the broker is connected (events DingTalk keeps are better than events answered LATER).
 //! - **Frames.** JSON text: `type`, string `headers`, and `data`, itself JSON in a string. SYSTEM
 //!   `ping` is answered with its opaque; SYSTEM `disconnect` (DingTalk rotating connections) is
 //!   ACKed, a new connection is opened, and only then is the old one let go, once its events in
@@ -302,6 +303,14 @@ impl StreamClient {
     /// Connects, retrying with backoff; `None` once `stop` is cancelled.
     async fn connect_until(&self, stop: &CancellationToken, failures: &mut u32) -> Option<Connection> {
         loop {
+            // Events taken while the broker is away could only be answered LATER: leave them
+            // with DingTalk until it is back.
+            while !self.broker.is_connected() {
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
             let attempt = tokio::select! {
                 _ = stop.cancelled() => return None,
                 attempt = self.connect() => attempt,
