@@ -51,6 +51,19 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds used so far by every process whose command name starts with `prefix`
+/// (`beam.smp` is RabbitMQ, `postgres` PostgreSQL's backends).
+fn cpu_seconds_named(prefix: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end().starts_with(prefix))
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
 /// (busy, total) jiffies of the whole machine, from the first line of /proc/stat.
 fn machine_jiffies() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -240,6 +253,7 @@ async fn run(
     }
     let cpu_before: Vec<f64> = instances.iter().map(|i| cpu_seconds(i.child.id())).collect();
     let (harness_before, machine_before) = (cpu_seconds(std::process::id()), machine_jiffies());
+    let (broker_before, pg_before) = (cpu_seconds_named("beam.smp"), cpu_seconds_named("postgres"));
     let started = Instant::now();
     let posts = futures_util::stream::iter(work.into_iter().enumerate().map(|(k, (xml, userid))| {
         let replayer = replayers[k % n].clone();
@@ -261,6 +275,8 @@ async fn run(
     let cpu: Vec<f64> =
         instances.iter().zip(&cpu_before).map(|(i, before)| (cpu_seconds(i.child.id()) - before) / elapsed).collect();
     let harness = (cpu_seconds(std::process::id()) - harness_before) / elapsed;
+    let broker = (cpu_seconds_named("beam.smp") - broker_before) / elapsed;
+    let pg = (cpu_seconds_named("postgres") - pg_before) / elapsed;
     let machine_after = machine_jiffies();
     let machine = (machine_after.0 - machine_before.0) / (machine_after.1 - machine_before.1).max(1.0);
     let mut l = latencies.lock().unwrap().clone();
@@ -269,7 +285,7 @@ async fn run(
     println!(
         "{n} instance(s): {} of {total} joins published in {elapsed:.2} s = {:.0} events/s; callback→publish p50 {:.0} ms, \
          p99 {:.0} ms; {} groupchat/get; CPU per instance {} (of 1 core); this harness (sender, simulator, \
-         consumer) {:.0}%; the machine's {} cores {:.0}% busy; {refused} callbacks refused",
+         consumer) {:.0}%; RabbitMQ {:.0}%; PostgreSQL {:.0}%; the machine's {} cores {:.0}% busy; {refused} callbacks refused",
         l.len(),
         l.len() as f64 / elapsed,
         percentile(&l, 0.5) * 1000.0,
@@ -277,6 +293,8 @@ async fn run(
         stats.groupchat_get,
         cpu.iter().map(|c| format!("{:.0}%", c * 100.0)).collect::<Vec<_>>().join(" / "),
         harness * 100.0,
+        broker * 100.0,
+        pg * 100.0,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         machine * 100.0
     );

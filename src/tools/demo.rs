@@ -173,7 +173,8 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
     tour.pushed("user789 is added to 项目群", &ids, 1).await?;
     let ids = simc.dingtalk_quit(DT_APP, DT_CHAT, "user456", push.as_ref()).await?;
     tour.pushed("user456 quits", &ids, 1).await?;
-    let ids = simc.dingtalk_patch_chat(DT_APP, DT_CHAT, serde_json::json!({"name": "项目群 2027"}), push.as_ref()).await?;
+    let ids =
+        simc.dingtalk_patch_chat(DT_APP, DT_CHAT, serde_json::json!({"name": "项目群 2027"}), push.as_ref()).await?;
     tour.pushed("the chat is renamed", &ids, 1).await?;
     let ids = simc.dingtalk_dismiss_chat(DT_APP, DT_CHAT, push.as_ref()).await?;
     // Its members as groupwatch knows them: user789 (and user123, manager4220 once fetched).
@@ -183,12 +184,19 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
     println!("\nTencent Cloud IM (腾讯云 IM): signed after-callbacks to /tim/acme-im/callback");
     let notify = TimNotify::callback();
     let change = simc
-        .tim_add_members(TIM_APP, TIM_GROUP, serde_json::json!([{"Member_Account": "jared"}]), TimJoinType::Invited, &notify)
+        .tim_add_members(
+            TIM_APP,
+            TIM_GROUP,
+            serde_json::json!([{"Member_Account": "jared"}]),
+            TimJoinType::Invited,
+            &notify,
+        )
         .await?;
     tour.sent("jared is invited into MyFirstGroup", change.callback.as_ref(), 1).await?;
     let change = simc.tim_remove_members(TIM_APP, TIM_GROUP, &["peter"], TimExitType::Kicked, &notify).await?;
     tour.sent("peter is kicked", change.callback.as_ref(), 1).await?;
-    let change = simc.tim_patch_group(TIM_APP, TIM_GROUP, serde_json::json!({"Name": "MyRenamedGroup"}), &notify).await?;
+    let change =
+        simc.tim_patch_group(TIM_APP, TIM_GROUP, serde_json::json!({"Name": "MyRenamedGroup"}), &notify).await?;
     tour.sent("the group is renamed", change.callback.as_ref(), 1).await?;
     let change = simc.tim_destroy_group(TIM_APP, TIM_GROUP, &notify).await?;
     tour.sent("the group is destroyed", change.callback.as_ref(), 0).await?;
