@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::account::Shared;
+use super::batch::Batched;
+use super::tim::api::{TimLimits, GROUP_INFO_BATCH};
+use super::tim::{TimClient, TimCodec};
 use super::wecom::codec::WecomCodec;
 use super::wecom::{ApiLimits, WecomClient};
 use super::{CallbackCodec, GroupLister, GroupSource};
@@ -24,7 +27,12 @@ pub struct Registry {
     listers: BTreeMap<Provider, Arc<dyn GroupLister>>,
     /// The WeCom client, for what only WeCom has (administration, app chats).
     pub wecom: WecomClient,
+    /// The Tencent IM client (its accounts join the shared budget).
+    pub tim: TimClient,
 }
+
+/// How long a Tencent IM fetch waits for others to share its get_group_info call.
+const TIM_BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(25);
 
 #[derive(Debug, thiserror::Error)]
 #[error("{provider} tenant {tenant:?}: {reason}")]
@@ -60,12 +68,21 @@ impl Registry {
             sources.insert(Provider::Wecom, Arc::new(wecom.clone()));
             listers.insert(Provider::Wecom, Arc::new(wecom.clone()));
         }
-        Ok(Self { tenants, sources, listers, wecom })
+        for t in &config.tim {
+            add(Provider::Tim, &t.tenant, Arc::new(TimCodec::new(t, window)));
+        }
+        let tim = TimClient::new(&config.tim, TimLimits::of(&config.worker)).with_list_page(config.resync.page_size);
+        if !config.tim.is_empty() {
+            let source: Arc<dyn GroupSource> = Arc::new(tim.clone());
+            sources.insert(Provider::Tim, Arc::new(Batched::new("tim", source, GROUP_INFO_BATCH, TIM_BATCH_LINGER)));
+            listers.insert(Provider::Tim, Arc::new(tim.clone()));
+        }
+        Ok(Self { tenants, sources, listers, wecom, tim })
     }
 
     /// Spends every vendor account's budget together with the other instances from now on.
     pub fn join(&self, shared: &Arc<Shared>) {
-        for account in self.wecom.accounts() {
+        for account in self.wecom.accounts().into_iter().chain(self.tim.accounts()) {
             account.join(shared);
         }
     }
