@@ -2,17 +2,19 @@
 //! get_group_info: 50).
 //!
 //! The worker runs one actor per chat, and each asks for its own chat ([`GroupSource::fetch_group`]).
-//! [`Batched`] wraps a source and gathers the fetches of one tenant that arrive within `linger` of
-//! the first (or until `max` are waiting) into one [`GroupSource::fetch_groups`], then hands each
-//! actor its own answer. A burst of callbacks over 60 chats thus costs 2 calls, not 60; a lone
-//! fetch waits `linger` at most. Sources that do not batch are not wrapped, so their fetches are
-//! unchanged.
+//! [`Batched`] wraps a source and gathers one tenant's fetches into one
+//! [`GroupSource::fetch_groups`], then hands each actor its own answer. A batch is sent when no
+//! other fetch joined it for `gap`, when its first fetch has waited `max_wait`, or when `max`
+//! fetches wait. During a burst (callbacks over 60 chats arriving for a few hundred ms) fetches
+//! keep arriving closer than `gap`, so they fill batches of `max`; a lone fetch waits `gap` only.
+//! Sources that do not batch are not wrapped, so their fetches are unchanged.
 
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::{ApiError, GroupSource};
 use crate::core::consistency::Consistency;
@@ -25,20 +27,44 @@ struct Waiting {
     reply: oneshot::Sender<Answer>,
 }
 
+/// One tenant's batch in the making.
+struct Queue {
+    /// Tells a timer whether the batch it waits for is still this one.
+    generation: u64,
+    first: Instant,
+    last: Instant,
+    waiting: Vec<Waiting>,
+}
+
+#[derive(Default)]
+struct Queues {
+    by_tenant: HashMap<String, Queue>,
+    generations: u64,
+}
+
+/// When to send a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    pub max: usize,
+    /// Send once no fetch joined for this long...
+    pub gap: Duration,
+    /// ...or once the first has waited this long.
+    pub max_wait: Duration,
+}
+
 /// A [`GroupSource`] whose single fetches are gathered per tenant into batches.
 pub struct Batched {
     /// The `provider` label of the batch-size metric.
     provider: &'static str,
     inner: Arc<dyn GroupSource>,
-    max: usize,
-    linger: Duration,
-    /// Per tenant, the fetches waiting for the next batch.
-    queues: Arc<Mutex<HashMap<String, Vec<Waiting>>>>,
+    policy: BatchPolicy,
+    queues: Arc<Mutex<Queues>>,
 }
 
 impl Batched {
-    pub fn new(provider: &'static str, inner: Arc<dyn GroupSource>, max: usize, linger: Duration) -> Self {
-        Self { provider, inner, max: max.max(1), linger, queues: Default::default() }
+    pub fn new(provider: &'static str, inner: Arc<dyn GroupSource>, policy: BatchPolicy) -> Self {
+        let policy = BatchPolicy { max: policy.max.max(1), ..policy };
+        Self { provider, inner, policy, queues: Default::default() }
     }
 }
 
@@ -70,6 +96,33 @@ fn flush(provider: &'static str, inner: Arc<dyn GroupSource>, tenant: String, ba
     });
 }
 
+/// Waits until the tenant's batch `generation` is due, then sends it; returns early if it was
+/// sent full meanwhile.
+async fn timer(
+    provider: &'static str,
+    inner: Arc<dyn GroupSource>,
+    queues: Arc<Mutex<Queues>>,
+    policy: BatchPolicy,
+    tenant: String,
+    generation: u64,
+) {
+    loop {
+        let due = {
+            let mut q = queues.lock().expect("batch queues");
+            let Some(queue) = q.by_tenant.get(&tenant).filter(|b| b.generation == generation) else { return };
+            let due = (queue.last + policy.gap).min(queue.first + policy.max_wait);
+            if Instant::now() >= due {
+                let batch = q.by_tenant.remove(&tenant).map(|b| b.waiting).unwrap_or_default();
+                drop(q);
+                flush(provider, inner, tenant, batch);
+                return;
+            }
+            due
+        };
+        tokio::time::sleep_until(due).await;
+    }
+}
+
 #[async_trait]
 impl GroupSource for Batched {
     fn consistency(&self) -> Consistency {
@@ -78,26 +131,31 @@ impl GroupSource for Batched {
 
     async fn fetch_group(&self, tenant: &str, chat_id: &str) -> Result<GroupSnapshot, ApiError> {
         let (reply, answer) = oneshot::channel();
-        let (first, full) = {
-            let mut queues = self.queues.lock().expect("batch queues");
-            let queue = queues.entry(tenant.to_owned()).or_default();
-            queue.push(Waiting { chat_id: chat_id.to_owned(), reply });
-            let full = if queue.len() >= self.max { Some(std::mem::take(queue)) } else { None };
-            (queue.len() == 1 && full.is_none(), full)
+        let now = Instant::now();
+        let (started, full) = {
+            let mut q = self.queues.lock().expect("batch queues");
+            let Queues { by_tenant, generations } = &mut *q;
+            let queue = by_tenant.entry(tenant.to_owned()).or_insert_with(|| {
+                *generations += 1;
+                Queue { generation: *generations, first: now, last: now, waiting: Vec::new() }
+            });
+            queue.waiting.push(Waiting { chat_id: chat_id.to_owned(), reply });
+            queue.last = now;
+            let started = (queue.waiting.len() == 1).then_some(queue.generation);
+            let full = queue.waiting.len() >= self.policy.max;
+            (started, if full { by_tenant.remove(tenant).map(|b| b.waiting) } else { None })
         };
         if let Some(batch) = full {
             flush(self.provider, self.inner.clone(), tenant.to_owned(), batch);
-        } else if first {
-            // The first fetch of a batch sends it after the linger. A timer may find its batch
-            // already sent (full) and send a younger one early: harmless.
-            let (provider, inner, queues, linger) =
-                (self.provider, self.inner.clone(), self.queues.clone(), self.linger);
-            let tenant = tenant.to_owned();
-            tokio::spawn(async move {
-                tokio::time::sleep(linger).await;
-                let batch = queues.lock().expect("batch queues").remove(&tenant).unwrap_or_default();
-                flush(provider, inner, tenant, batch);
-            });
+        } else if let Some(generation) = started {
+            tokio::spawn(timer(
+                self.provider,
+                self.inner.clone(),
+                self.queues.clone(),
+                self.policy,
+                tenant.to_owned(),
+                generation,
+            ));
         }
         answer.await.unwrap_or_else(|_| Err(ApiError::Transient("the batched fetch was dropped".into())))
     }
@@ -111,6 +169,10 @@ impl GroupSource for Batched {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn policy(max: usize, gap_ms: u64) -> BatchPolicy {
+        BatchPolicy { max, gap: Duration::from_millis(gap_ms), max_wait: Duration::from_millis(gap_ms * 10) }
+    }
 
     /// Records the batches it is asked for; chat "gone" answers Gone.
     #[derive(Default)]
@@ -145,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_fetches_share_batches_of_at_most_max() {
         let recorder = Arc::new(Recorder::default());
-        let batched = Arc::new(Batched::new("tim", recorder.clone(), 50, Duration::from_millis(20)));
+        let batched = Arc::new(Batched::new("tim", recorder.clone(), policy(50, 20)));
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..60 {
             let b = batched.clone();
@@ -171,11 +233,29 @@ mod tests {
     #[tokio::test]
     async fn tenants_are_batched_apart_and_a_lone_fetch_waits_only_the_linger() {
         let recorder = Arc::new(Recorder::default());
-        let batched = Batched::new("tim", recorder.clone(), 50, Duration::from_millis(10));
+        let batched = Batched::new("tim", recorder.clone(), policy(50, 10));
         let started = std::time::Instant::now();
         let (a, b) = tokio::join!(batched.fetch_group("t1", "x"), batched.fetch_group("t2", "x"));
         assert_eq!((a.unwrap().name, b.unwrap().name), ("t1/x".to_owned(), "t2/x".to_owned()));
         assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(recorder.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn fetches_arriving_closer_than_the_gap_share_a_batch_until_max_wait() {
+        let recorder = Arc::new(Recorder::default());
+        let policy = BatchPolicy { max: 50, gap: Duration::from_millis(30), max_wait: Duration::from_millis(400) };
+        let batched = Arc::new(Batched::new("tim", recorder.clone(), policy));
+        let mut tasks = tokio::task::JoinSet::new();
+        // 20 fetches 10 ms apart: 200 ms in all, never a 30 ms gap: one batch.
+        for i in 0..20 {
+            let b = batched.clone();
+            tasks.spawn(async move { b.fetch_group("t", &format!("c{i}")).await });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        assert_eq!(recorder.calls.load(Ordering::SeqCst), 1, "{:?}", recorder.batches.lock().unwrap());
     }
 }
