@@ -34,6 +34,7 @@ with_both_stores!(
     bad_callbacks_are_refused_and_publish_nothing,
     burst_over_60_chats_costs_at_most_4_group_info_calls,
     resync_finds_changes_that_sent_no_callback,
+    big_group_is_paged_and_api_faults_are_retried,
 );
 
 fn cb() -> TimNotify {
@@ -318,5 +319,58 @@ async fn resync_finds_changes_that_sent_no_callback(store: TestStore) {
     assert_eq!(events[0].member.as_ref().unwrap().join_time, Some(1_700_000_500));
     assert_eq!(events[1].quit_scene, None, "no callback said how peter left");
     assert!(h.simc.tim_stats().await.unwrap().get_appid_group_list >= 1);
+    h.finish().await;
+}
+
+async fn big_group_is_paged_and_api_faults_are_retried(store: TestStore) {
+    // 250 members: more than get_group_info lists (the simulator's cap is 100), so the member list
+    // comes from get_group_member_info pages.
+    let others: Vec<String> = (1..250).map(|i| format!("user{i:03}")).collect();
+    let refs: Vec<&str> = others.iter().map(String::as_str).collect();
+    let h = TimHarness::start(store, vec![tim_group(GROUP, "user000", &refs)]).await;
+    h.simc.tim_reset_stats().await.unwrap();
+    // A frequency limit, then an internal error: both retried; neither loses the join.
+    h.simc.tim_fault(json!({"error_code": 10006, "count": 1, "api": "get_group_info"})).await.unwrap();
+    h.simc.tim_fault(json!({"error_code": 10002, "count": 1, "api": "get_group_member_info"})).await.unwrap();
+    let body = sent(
+        &h.simc
+            .tim_add_members(TIM_APP, GROUP, json!([{"Member_Account": "late"}]), TimJoinType::Invited, &cb())
+            .await
+            .unwrap(),
+    );
+    let joined = h.tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&joined), [(EventType::MemberJoin, Some("late"), Some(event_secs(&body)))]);
+    assert_eq!(joined[0].group.member_count, 251, "the whole list, not get_group_info's first 100");
+    let stats = h.simc.tim_stats().await.unwrap();
+    assert!(stats.get_group_info >= 2, "the rate-limited call was made again: {stats:?}");
+    assert!(stats.get_group_member_info >= 3, "251 members in pages of 100: {stats:?}");
+    assert_eq!(stats.auth_refused, 0, "every UserSig was accepted");
+    h.finish().await;
+}
+
+/// `groupwatch replay` plays Tencent IM: every callback fixture, signed by the tenant's codec, is
+/// accepted by the running app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_signs_tim_fixtures() {
+    let h = TimHarness::start(TestStore::sqlite().await, vec![]).await;
+    let config = h.typed_config();
+    let replayer =
+        groupwatch::tools::replay::Replayer::for_tenant(&config, Some(Provider::Tim), TIM_TENANT, &h.callback_url())
+            .unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tim");
+    let mut played = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with("after_") {
+            continue;
+        }
+        assert_eq!(replayer.post_file(&path).await.unwrap(), 200, "{name}");
+        played += 1;
+    }
+    assert_eq!(played, 10);
+    let direct = groupwatch::tools::replay::Replayer::tim(&config.tim[0], &h.callback_url()).unwrap();
+    let other = br#"{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":"g","EventTime":1}"#;
+    assert_eq!(direct.post(other).await.unwrap(), 200);
     h.finish().await;
 }
