@@ -37,6 +37,9 @@ with_both_stores!(
     big_group_is_paged_and_api_faults_are_retried,
 );
 
+/// A callback query, as [`tim_query`] builds it.
+type Query = Vec<(&'static str, String)>;
+
 fn cb() -> TimNotify {
     TimNotify::callback()
 }
@@ -193,13 +196,13 @@ async fn bad_callbacks_are_refused_and_publish_nothing(store: TestStore) {
     .to_string();
     let command = "Group.CallbackAfterMemberExit";
     let now = unix_now();
-    let set = |mut q: Vec<(&'static str, String)>, key: &str, value: String| {
+    let set = |mut q: Query, key: &str, value: String| {
         q.iter_mut().find(|(k, _)| *k == key).unwrap().1 = value;
         q
     };
     let without =
         |q: Vec<(&'static str, String)>, key: &str| q.into_iter().filter(|(k, _)| *k != key).collect::<Vec<_>>();
-    let cases: Vec<(&str, Vec<(&'static str, String)>, String, u16)> = vec![
+    let cases: Vec<(&str, Query, String, u16)> = vec![
         ("bad Sign", set(tim_query(command, now), "Sign", tim_sign("another-token", now)), body.clone(), 401),
         ("no Sign", without(tim_query(command, now), "Sign"), body.clone(), 401),
         ("no RequestTime", without(tim_query(command, now), "RequestTime"), body.clone(), 401),
