@@ -35,6 +35,7 @@ with_both_stores!(
     burst_over_60_chats_costs_at_most_4_group_info_calls,
     resync_finds_changes_that_sent_no_callback,
     big_group_is_paged_and_api_faults_are_retried,
+    stale_read_is_not_believed_and_an_expired_usersig_is_renewed,
 );
 
 /// A callback query, as [`tim_query`] builds it.
@@ -375,5 +376,34 @@ async fn replay_signs_tim_fixtures() {
     let direct = groupwatch::tools::replay::Replayer::tim(&config.tim[0], &h.callback_url()).unwrap();
     let other = br#"{"CallbackCommand":"Group.CallbackAfterSendMsg","GroupId":"g","EventTime":1}"#;
     assert_eq!(direct.post(other).await.unwrap(), 200);
+    h.finish().await;
+}
+
+async fn stale_read_is_not_believed_and_an_expired_usersig_is_renewed(store: TestStore) {
+    let h = TimHarness::start(store, vec![]).await;
+    sent(&h.simc.tim_put_group(TIM_APP, GROUP, tim_group(GROUP, "leckie", &["peter"]), &cb()).await.unwrap());
+    h.tap.expect(3, WAIT).await;
+    // The next read answers the group as it was before the join (a lagging replica): it must not
+    // be diffed (it would show no join), only read again.
+    h.simc.tim_fault(json!({"stale_fetches": 1})).await.unwrap();
+    let body = sent(
+        &h.simc
+            .tim_add_members(TIM_APP, GROUP, json!([{"Member_Account": "jared"}]), TimJoinType::Apply, &cb())
+            .await
+            .unwrap(),
+    );
+    let joined = h.tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&joined), [(EventType::MemberJoin, Some("jared"), Some(event_secs(&body)))]);
+    let stats = h.simc.tim_stats().await.unwrap();
+    assert!(stats.get_group_info >= 3, "create, the stale read, the read again: {stats:?}");
+
+    // Tencent now refuses every UserSig made before this second (70001): the client makes a new
+    // one and the call goes through.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.simc.tim_fault(json!({"expire_usersig_before": unix_now()})).await.unwrap();
+    let body = sent(&h.simc.tim_remove_members(TIM_APP, GROUP, &["peter"], TimExitType::Quit, &cb()).await.unwrap());
+    let left = h.tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&left), [(EventType::MemberLeave, Some("peter"), Some(event_secs(&body)))]);
+    assert_eq!(h.simc.tim_stats().await.unwrap().auth_refused, 1, "one refusal, then a fresh UserSig");
     h.finish().await;
 }
