@@ -339,7 +339,7 @@ impl TimClient {
                 return Ok(value);
             }
             if USERSIG_ERRORS.contains(&st.error_code) && !renewed {
-                tracing::info!(tenant, errcode = st.error_code, "UserSig refused; making a new one");
+                tracing::info!(provider = "tim", tenant, errcode = st.error_code, "UserSig refused; making a new one");
                 api.usersig.lock().expect("usersig lock").invalidate();
                 renewed = true;
                 continue;
@@ -348,7 +348,7 @@ impl TimClient {
             if let ApiError::RateLimited { wait, .. } = &err {
                 api.account.pause(*wait).await;
             }
-            tracing::warn!(tenant, api = command, errcode = st.error_code, error = %err, "Tencent IM API error");
+            tracing::warn!(provider = "tim", tenant, api = command, errcode = st.error_code, error = %err, "Tencent IM API error");
             return Err(err);
         }
     }
@@ -391,7 +391,7 @@ impl TimClient {
         let listed = g.member_list.as_ref().map_or(0, Vec::len) as u64;
         let members = match (g.member_list.take(), g.member_num) {
             (Some(_), Some(num)) if num > listed => {
-                tracing::debug!(tenant, chat_id = %g.group_id, listed, num, "paging the member list");
+                tracing::debug!(provider = "tim", tenant, chat_id = %g.group_id, listed, num, "paging the member list");
                 self.all_members(tenant, &g.group_id, g.group_type == "Community").await?
             }
             (list, _) => list.unwrap_or_default(),
