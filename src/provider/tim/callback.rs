@@ -372,4 +372,87 @@ mod tests {
         quit.reports[0].quit_scene = Some(0);
         assert_ne!(dedupe_key("t", &kicked), dedupe_key("t", &quit));
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+        use serde_json::{json, Value};
+
+        const FIXTURES: [&str; 10] = [
+            "after_new_member_join.json",
+            "after_new_member_join.event_time_string.json",
+            "after_member_exit.json",
+            "after_member_exit.event_time_string.json",
+            "after_create_group.json",
+            "after_create_group.event_time_string.json",
+            "after_group_info_changed.json",
+            "after_group_info_changed.event_time_string.json",
+            "after_group_destroyed.json",
+            "after_group_destroyed.event_time_string.json",
+        ];
+        const KEYS: [&str; 12] = [
+            "CallbackCommand",
+            "GroupId",
+            "EventTime",
+            "NewMemberList",
+            "ExitMemberList",
+            "ExitType",
+            "MemberList",
+            "Owner_Account",
+            "Name",
+            "Notification",
+            "Introduction",
+            "FaceUrl",
+        ];
+
+        fn any_value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                any::<f64>().prop_map(|f| json!(f)),
+                ".{0,12}".prop_map(Value::String),
+                "[0-9 -]{0,20}".prop_map(Value::String),
+                proptest::collection::vec(".{0,6}", 0..4)
+                    .prop_map(|v| Value::Array(v.into_iter().map(|a| json!({"Member_Account": a})).collect())),
+                proptest::collection::vec(any::<i64>(), 0..3).prop_map(|v| json!(v)),
+            ]
+        }
+
+        fn check(c: &Callback) {
+            if let Callback::Group(g) = c {
+                assert!(!g.group_id.is_empty());
+                assert!(!g.reports.is_empty());
+                assert!(g.event_time_ms > 0);
+                assert!(g.reports.iter().all(|r| r.occurred_at == g.event_time_ms / 1000));
+                assert!(g.reports.iter().all(|r| r.members.iter().all(|m| !m.is_empty())));
+                assert_eq!(dedupe_key("t", g).len(), 32);
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+                if let Ok(c) = parse(&body, None) {
+                    check(&c);
+                }
+            }
+
+            #[test]
+            fn a_fixture_with_one_field_replaced_or_removed(
+                which in 0..FIXTURES.len(),
+                key in proptest::sample::select(KEYS.to_vec()),
+                value in proptest::option::of(any_value()),
+            ) {
+                let mut doc: Value = serde_json::from_slice(&super::fixture(FIXTURES[which])).unwrap();
+                match value {
+                    Some(v) => { doc[key] = v; }
+                    None => { doc.as_object_mut().unwrap().remove(key); }
+                }
+                if let Ok(c) = parse(doc.to_string().as_bytes(), None) {
+                    check(&c);
+                }
+            }
+        }
+    }
 }
