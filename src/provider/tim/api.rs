@@ -389,8 +389,10 @@ impl TimClient {
     /// The group with its whole member list: get_group_info's may be cut short.
     async fn complete(&self, tenant: &str, mut g: GroupInfo) -> Result<GroupSnapshot, ApiError> {
         let listed = g.member_list.as_ref().map_or(0, Vec::len) as u64;
+        // A count above what was listed (or a count without a list) is paged: an empty list
+        // taken at its word would publish everyone's leave.
         let members = match (g.member_list.take(), g.member_num) {
-            (Some(_), Some(num)) if num > listed => {
+            (_, Some(num)) if num > listed => {
                 tracing::debug!(provider = "tim", tenant, chat_id = %g.group_id, listed, num, "paging the member list");
                 self.all_members(tenant, &g.group_id, g.group_type == "Community").await?
             }
