@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [TARGET] [SECONDS]
 #
-# TARGET is envelope, decrypt, event, dingtalk_event or all (default all); SECONDS per target (default 600).
+# TARGET is envelope, decrypt, event, dingtalk_event, tim_callback or all (default all); SECONDS per target (default 600).
 # Targets run one after another, niced, with one job and one worker. Seeds from fuzz/seeds/TARGET
 # are copied into fuzz/corpus/TARGET (git-ignored) first; crashes land in fuzz/artifacts/TARGET.
 #
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(envelope decrypt event dingtalk_event)
+TARGETS=(envelope decrypt event dingtalk_event tim_callback)
 target="${1:-all}"
 seconds="${2:-600}"
 if [[ "$target" == all ]]; then

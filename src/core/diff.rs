@@ -8,7 +8,8 @@
 //! - a group first seen through a `create` report → `group.create`, then a join per member.
 //! - a group first seen through any other report is a baseline: only members that the reports
 //!   name as changed are published, never the whole membership.
-//! - dismissed → a leave per last-known member, then `group.dismiss`.
+//! - dismissed → a leave per last-known member (for a group never stored: per member the dismiss
+//!   report names), then `group.dismiss`.
 //! - name/owner/notice changes → one `group.update` listing them in `changes`.
 //! - `occurred_at`: the time of the report that names the member; else of a membership report
 //!   without a member list (old-style callbacks: the changes its fetch found take its time);
@@ -172,7 +173,22 @@ fn dismissed(
     });
     let mut b = Builder { key, summary, out: Vec::new() };
     let created = prev.map(|p| p.create_time.to_string()).unwrap_or_else(|| "-".into());
-    for m in prev.map(|p| p.members.as_slice()).unwrap_or_default() {
+    // The last-known members; for a group never stored, those the dismiss report names (Tencent
+    // IM's destroy callback lists them), known by id only.
+    let named: Vec<Member> = match prev {
+        Some(_) => Vec::new(),
+        None => {
+            let mut ids: Vec<&str> = reports
+                .iter()
+                .filter(|r| r.kind == ReportKind::Dismiss)
+                .flat_map(|r| r.members.iter().map(String::as_str))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.into_iter().map(Member::unknown).collect()
+        }
+    };
+    for m in prev.map(|p| p.members.as_slice()).unwrap_or(&named) {
         let membership = opt_num(m.join_time);
         b.push(EventType::MemberLeave, &[&m.userid, &membership], at, Some(m.clone()), None, None);
     }
@@ -394,6 +410,21 @@ mod tests {
         // Dismiss of a group never seen: just the dismiss.
         let ev = diff(&key(), None, Observed::Dismissed, &[report(ReportKind::Dismiss, 99, &[])]);
         assert_eq!(summary(&ev), [(EventType::GroupDismiss, None, Some(99))]);
+        // ... unless the dismiss names its members (Tencent IM): a leave for each, by id only.
+        let ev = diff(&key(), None, Observed::Dismissed, &[report(ReportKind::Dismiss, 99, &["y", "x"])]);
+        assert_eq!(
+            summary(&ev),
+            [
+                (EventType::MemberLeave, Some("x".into()), Some(99)),
+                (EventType::MemberLeave, Some("y".into()), Some(99)),
+                (EventType::GroupDismiss, None, Some(99)),
+            ]
+        );
+        // A stored group's own members win over the list.
+        let prev = stored(group(&[("a", 1), ("b", 2)], "v1"));
+        let ev = diff(&key(), Some(&prev), Observed::Dismissed, &[report(ReportKind::Dismiss, 99, &["z"])]);
+        assert_eq!(ev.len(), 3);
+        assert!(ev.iter().all(|e| e.member.as_ref().is_none_or(|m| m.userid != "z")));
     }
 
     #[test]

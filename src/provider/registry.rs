@@ -8,6 +8,9 @@ use std::sync::Arc;
 use super::account::Shared;
 use super::dingtalk::codec::{DingtalkCodec, StreamOnly};
 use super::dingtalk::{DingtalkClient, KnownChats};
+use super::batch::{BatchPolicy, Batched};
+use super::tim::api::{TimLimits, GROUP_INFO_BATCH};
+use super::tim::{TimClient, TimCodec};
 use super::wecom::codec::WecomCodec;
 use super::wecom::{ApiLimits, WecomClient};
 use super::{CallbackCodec, GroupLister, GroupSource};
@@ -27,7 +30,17 @@ pub struct Registry {
     /// The WeCom client, for what only WeCom has (administration, app chats).
     pub wecom: WecomClient,
     pub dingtalk: DingtalkClient,
+    /// The Tencent IM client (its accounts join the shared budget).
+    pub tim: TimClient,
 }
+
+/// When a Tencent IM get_group_info batch is sent: 50 ms after the last fetch joined it, 300 ms
+/// after the first at most. A lone fetch costs 50 ms; the default coalescing is 500 ms.
+const TIM_BATCH: BatchPolicy = BatchPolicy {
+    max: GROUP_INFO_BATCH,
+    gap: std::time::Duration::from_millis(50),
+    max_wait: std::time::Duration::from_millis(300),
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{provider} tenant {tenant:?}: {reason}")]
@@ -71,6 +84,9 @@ impl Registry {
             };
             add(Provider::Dingtalk, &t.tenant, codec);
         }
+        for t in &config.tim {
+            add(Provider::Tim, &t.tenant, Arc::new(TimCodec::new(t, window)));
+        }
         let wecom =
             WecomClient::new(&config.wecom, ApiLimits::of(&config.worker)).with_list_page(config.resync.page_size);
         let mut sources: BTreeMap<Provider, Arc<dyn GroupSource>> = BTreeMap::new();
@@ -83,7 +99,13 @@ impl Registry {
         if !config.dingtalk.is_empty() {
             sources.insert(Provider::Dingtalk, Arc::new(dingtalk.clone()));
         }
-        Ok(Self { tenants, sources, listers, wecom, dingtalk })
+        let tim = TimClient::new(&config.tim, TimLimits::of(&config.worker)).with_list_page(config.resync.page_size);
+        if !config.tim.is_empty() {
+            let source: Arc<dyn GroupSource> = Arc::new(tim.clone());
+            sources.insert(Provider::Tim, Arc::new(Batched::new("tim", source, TIM_BATCH)));
+            listers.insert(Provider::Tim, Arc::new(tim.clone()));
+        }
+        Ok(Self { tenants, sources, listers, wecom, dingtalk, tim })
     }
 
     /// Gives resync a list of groups for the providers that have no listing API (DingTalk): the
@@ -98,7 +120,7 @@ impl Registry {
 
     /// Spends every vendor account's budget together with the other instances from now on.
     pub fn join(&self, shared: &Arc<Shared>) {
-        for account in self.wecom.accounts().into_iter().chain(self.dingtalk.accounts()) {
+        for account in self.wecom.accounts().into_iter().chain(self.dingtalk.accounts()).chain(self.tim.accounts()) {
             account.join(shared);
         }
     }

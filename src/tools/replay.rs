@@ -8,6 +8,8 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::core::model::Provider;
 use crate::provider::registry::Registry;
+use crate::provider::tim::config::TimTenant;
+use crate::provider::tim::TimCodec;
 use crate::provider::wecom::codec::WecomCodec;
 use crate::provider::wecom::config::WecomTenant;
 use crate::provider::CallbackCodec;
@@ -44,6 +46,12 @@ impl Replayer {
         let codec =
             WecomCodec::new(tenant, None).map_err(|e| ReplayError::Tenant(format!("tenant has a bad key: {e}")))?;
         Self::new(Arc::new(codec), url)
+    }
+
+    /// Plays the Tencent IM tenant `tenant`: `SdkAppid`, `Sign` and `RequestTime` as Tencent
+    /// appends them, `CallbackCommand` from the body.
+    pub fn tim(tenant: &TimTenant, url: &str) -> Result<Self, ReplayError> {
+        Self::new(Arc::new(TimCodec::new(tenant, None)), url)
     }
 
     /// Plays the tenant named `tenant` of `provider` (any provider with a tenant of that name

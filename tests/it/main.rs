@@ -27,5 +27,6 @@ mod sim_dingtalk;
 mod sim_tim;
 mod sim_wecom_admin;
 mod store;
+mod tim;
 mod upstream;
 mod wecom_admin;

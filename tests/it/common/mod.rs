@@ -8,6 +8,7 @@ pub mod harness;
 pub mod proxy;
 pub mod scenario;
 pub mod serve;
+pub mod tim;
 
 #[allow(unused_imports)]
 pub use config::TestConfig;
