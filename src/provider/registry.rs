@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::account::Shared;
+use super::batch::{BatchPolicy, Batched};
 use super::dingtalk::codec::{DingtalkCodec, StreamOnly};
 use super::dingtalk::{DingtalkClient, KnownChats};
-use super::batch::{BatchPolicy, Batched};
 use super::tim::api::{TimLimits, GROUP_INFO_BATCH};
 use super::tim::{TimClient, TimCodec};
 use super::wecom::codec::WecomCodec;

@@ -71,7 +71,7 @@ fn help_never_shows_environment_values() {
 /// `demo` builds its configuration from its own flag only: a production environment's
 /// `GROUPWATCH__…` variables (here an invalid store and a production exchange) change nothing.
 #[test]
-fn demo_ignores_groupwatch_overrides() {
+fn demo_tours_every_vendor_and_ignores_groupwatch_overrides() {
     let out = Command::new(BIN)
         .args(["demo", "--amqp-url", &amqp_url()])
         .env("GROUPWATCH__STORE__URL", "mysql://production-db/groupwatch")
@@ -84,6 +84,12 @@ fn demo_ignores_groupwatch_overrides() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("9 events published"), "{stdout}");
+    // WeCom 9, DingTalk (Stream mode) 7, Tencent IM 6: each vendor's story to its dismissal.
+    assert!(stdout.contains("22 events published"), "{stdout}");
+    for provider in ["wecom.acme", "dingtalk.acme-dt", "tim.acme-im"] {
+        for kind in ["member.join", "member.leave", "group.update", "group.dismiss"] {
+            assert!(stdout.contains(&format!("{provider}.{kind}")), "no {provider}.{kind} in:\n{stdout}");
+        }
+    }
     assert!(!stdout.contains("production-exchange"), "{stdout}");
 }

@@ -464,7 +464,12 @@ impl WecomClient {
                     if let ApiError::RateLimited { wait, .. } = &err {
                         api.account.pause(*wait).await;
                     }
-                    tracing::warn!(tenant, api = api_name, errcode = code, error = %err, "WeCom API error");
+                    if matches!(err, ApiError::Gone { .. }) {
+                        // How a dismissal is confirmed: expected, not a fault.
+                        tracing::info!(tenant, api = api_name, errcode = code, "WeCom says the group is gone");
+                    } else {
+                        tracing::warn!(tenant, api = api_name, errcode = code, error = %err, "WeCom API error");
+                    }
                     return Err(err);
                 }
             }
