@@ -568,11 +568,16 @@ async fn pipeline_never_reading(
                 if let Some(tx) = blocked.take() {
                     let _ = tx.send(());
                 }
-                let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
-                return match tokio::time::timeout(rest, stream.write_all(&request)).await {
-                    Ok(Err(e)) => Some(e),
-                    _ => None,
-                };
+                // Keep writing: on a loaded machine a write can stall for 300 ms and then go on,
+                // and only an error says the server closed the connection.
+                loop {
+                    let rest = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match tokio::time::timeout(rest, stream.write_all(&request)).await {
+                        Ok(Err(e)) => return Some(e),
+                        Ok(Ok(())) if tokio::time::Instant::now() < deadline => continue,
+                        _ => return None,
+                    }
+                }
             }
         }
         if tokio::time::Instant::now() >= deadline {
