@@ -7,7 +7,9 @@
 //!   `join_time` means the member left and came back: a leave of the old membership and a join.
 //! - a group first seen through a `create` report → `group.create`, then a join per member.
 //! - a group first seen through any other report is a baseline: only members that the reports
-//!   name as changed are published, never the whole membership.
+//!   name as changed are published, never the whole membership; and members whose join time is
+//!   not before the first join report (the rest of a burst, whose own reports would otherwise
+//!   find them stored and publish nothing).
 //! - dismissed → a leave per last-known member (for a group never stored: per member the dismiss
 //!   report names), then `group.dismiss`.
 //! - name/owner/notice changes → one `group.update` listing them in `changes`.
@@ -221,6 +223,18 @@ fn baseline(key: &GroupKey, now: &GroupSnapshot, reports: &[ChangeReport]) -> Ve
             }
         }
     }
+    // Members who joined no earlier than the first join notification are part of the burst it
+    // opened: their own notifications are on the way, and would find them already stored (so
+    // never published) if the baseline kept them silent. Their joins are real (the provider
+    // dates them), so publishing them invents nothing; members from before stay silent.
+    let first_join = reports.iter().filter(|r| r.kind == ReportKind::MembersJoined).map(|r| r.occurred_at).min();
+    if let Some(cutoff) = first_join {
+        for m in &now.members {
+            if m.join_time.is_some_and(|t| t >= cutoff) && seen.insert(("join", &m.userid)) {
+                b.join(m, reports);
+            }
+        }
+    }
     b.out
 }
 
@@ -389,6 +403,22 @@ mod tests {
         assert_eq!(ev[1].member.as_ref().unwrap(), &Member::unknown("z"));
         // Nothing named: nothing published, not the whole membership.
         assert!(diff(&key(), None, Observed::Group(&now), &[report(ReportKind::NameChanged, 5, &[])]).is_empty());
+    }
+
+    #[test]
+    fn a_baseline_in_a_burst_publishes_the_members_who_joined_since_the_first_report() {
+        // a and b were there before; c's callback opened a burst that d and e are part of: their
+        // callbacks come later and would find them stored.
+        let now = group(&[("a", 1), ("b", 2), ("c", 20), ("d", 21), ("e", 22)], "v9");
+        let reports = [report(ReportKind::MembersJoined, 20, &["c"])];
+        let ev = diff(&key(), None, Observed::Group(&now), &reports);
+        let joined: Vec<_> = ev.iter().map(|e| e.member.as_ref().unwrap().userid.as_str()).collect();
+        assert_eq!(joined, ["c", "d", "e"]);
+        assert!(ev.iter().all(|e| e.event_type == EventType::MemberJoin));
+        // Then d's own callback finds d stored: nothing more.
+        let stored_now = stored(now.clone());
+        let later = [report(ReportKind::MembersJoined, 21, &["d"])];
+        assert!(diff(&key(), Some(&stored_now), Observed::Group(&now), &later).is_empty());
     }
 
     #[test]

@@ -37,6 +37,7 @@ with_both_stores!(
     change_without_callback_is_found_by_the_next_diff,
     duplicate_callbacks_publish_no_new_ids,
     burst_of_joins_is_coalesced,
+    a_burst_to_a_chat_never_seen_publishes_every_join,
     restart_after_publish_before_ack_republishes_same_ids,
 );
 
@@ -204,6 +205,36 @@ async fn burst_of_joins_is_coalesced(store: TestStore) {
     let fetches = h.simc.stats().await.unwrap().groupchat_get;
     println!("burst: 50 joins posted in {posting:?}, {fetches} groupchat/get calls");
     assert!(fetches < 50 / 3, "coalescing: {fetches} fetches for 50 callbacks");
+    h.finish().await;
+}
+
+/// A chat groupwatch has never stored, and a burst of joins to it: the fetch the first callback
+/// causes already shows members whose own callbacks are still on the way. They must not be
+/// stored silently as part of the baseline (their callbacks would then find them known and
+/// publish nothing): every join of the burst is published once; the members from before stay
+/// silent.
+async fn a_burst_to_a_chat_never_seen_publishes_every_join(store: TestStore) {
+    let h = Harness::start(store).await;
+    let users: Vec<String> = (0..6).map(|i| format!("wmFIRST{i}")).collect();
+    let mut versions = Vec::new();
+    for (i, userid) in users.iter().enumerate() {
+        versions.push(h.simc.add_member(CORP_ID, CHAT, external(userid, 1700002000 + i as i64)).await.unwrap());
+    }
+    // The callbacks arrive after every join happened, the first one alone first.
+    for (i, userid) in users.iter().enumerate() {
+        let time = 1700002000 + i as i64;
+        h.callback(&callback_xml(time, "update", Some("add_member"), &[userid], Some(&versions[i]))).await;
+        if i == 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let ev = h.tap.expect(users.len(), WAIT).await;
+    let joined: HashSet<_> = ev.iter().map(|e| e.member.as_ref().unwrap().userid.clone()).collect();
+    assert_eq!(joined, users.iter().cloned().collect::<HashSet<_>>());
+    assert!(ev.iter().all(|e| e.event_type == EventType::MemberJoin));
+    // Nothing for the members from before the burst, nothing twice.
+    let extra = h.tap.collect(Duration::from_millis(1500)).await;
+    assert!(extra.is_empty(), "unexpected: {extra:#?}");
     h.finish().await;
 }
 
