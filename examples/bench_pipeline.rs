@@ -1,7 +1,7 @@
 //! Pipeline benchmark: callbacks → published member events through the simulator with a
 //! realistic API latency. Reports events/s, callback-to-publish p50/p99 and groupchat/get calls
 //! per callback, for a burst of 500 joins to one chat within 2 s, for 40 chats × 25 joins, for
-//! 50 isolated joins (one at a time, each published before the next), and for a burst of 500
+//! 50 isolated joins (each 600 ms after the previous one was published), and for a burst of 500
 //! joins to a chat groupwatch has never seen.
 //!
 //! `cargo run --release --example bench_pipeline -- [AMQP_URL] [API_LATENCY_MS] [LEADING_EDGE]`
@@ -197,8 +197,11 @@ async fn main() -> anyhow::Result<()> {
         while run.latencies.lock().unwrap().len() < (i + 1) as usize && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        // Isolated: the chat stays quiet for longer than worker.coalesce_ms (500 ms) before the
+        // next change, as lone joins are; back to back they would be a slow burst.
+        tokio::time::sleep(Duration::from_millis(600)).await;
     }
-    report("isolated: 50 joins one at a time", &run, &simc, 50, started).await?;
+    report("isolated: 50 joins, each 600 ms after the last was published", &run, &simc, 50, started).await?;
 
     // 4. A burst of 500 joins within 2 s to a chat groupwatch has not seen before.
     run.latencies.lock().unwrap().clear();
