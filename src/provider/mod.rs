@@ -12,6 +12,7 @@
 //! [`registry::Registry`] maps (provider, tenant) to codecs and providers to sources.
 
 pub mod account;
+pub mod answer;
 pub mod batch;
 pub mod dingtalk;
 pub mod registry;

@@ -14,6 +14,7 @@ use crate::config::Secret;
 use crate::core::consistency::Consistency;
 use crate::core::model::{GroupSnapshot, Member, Provider};
 use crate::provider::account::{Account, Budget};
+use crate::provider::answer::transport;
 use crate::provider::wecom::ApiLimits;
 use crate::provider::{ApiError, GroupLister, GroupSource};
 use crate::store::SnapshotStore;
@@ -114,24 +115,8 @@ fn classify(errcode: i64, errmsg: String, rate_limit_pause: Duration) -> ApiErro
     }
 }
 
-fn transport(e: reqwest::Error) -> ApiError {
-    // URLs carry the token or the app secret.
-    ApiError::Transient(e.without_url().to_string())
-}
-
-async fn read_answer(mut resp: reqwest::Response, api_name: &str) -> Result<serde_json::Value, ApiError> {
-    let too_large = || ApiError::Transient(format!("{api_name}: answer larger than {MAX_ANSWER_BYTES} bytes"));
-    if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::Transient(format!("{api_name}: unexpected answer: {e}")))
+async fn read_answer(resp: reqwest::Response, api_name: &str) -> Result<serde_json::Value, ApiError> {
+    crate::provider::answer::read_json(resp, api_name, MAX_ANSWER_BYTES).await
 }
 
 fn count_call(api: &'static str) {

@@ -23,6 +23,7 @@ use crate::core::clock::now_ms;
 use crate::core::consistency::Consistency;
 use crate::core::model::{GroupSnapshot, Member, Role};
 use crate::provider::account::{Account, Budget};
+use crate::provider::answer::transport;
 use crate::provider::{ApiError, GroupLister, GroupSource};
 
 /// get_group_info takes at most 50 groups (protocols.md §5.4).
@@ -206,24 +207,8 @@ fn snapshot(g: GroupInfo, members: Vec<TimMember>) -> GroupSnapshot {
 }
 
 /// Reads an answer, refusing bodies over [`MAX_ANSWER_BYTES`] without buffering them.
-async fn read_answer(mut resp: reqwest::Response, command: &str) -> Result<serde_json::Value, ApiError> {
-    let too_large = || ApiError::Transient(format!("{command}: answer larger than {MAX_ANSWER_BYTES} bytes"));
-    if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::Transient(format!("{command}: unexpected answer: {e}")))
-}
-
-/// `without_url`: the URL carries the UserSig.
-fn transport(e: reqwest::Error) -> ApiError {
-    ApiError::Transient(e.without_url().to_string())
+async fn read_answer(resp: reqwest::Response, command: &str) -> Result<serde_json::Value, ApiError> {
+    crate::provider::answer::read_json(resp, command, MAX_ANSWER_BYTES).await
 }
 
 fn unexpected(command: &str, e: impl std::fmt::Display) -> ApiError {

@@ -19,6 +19,7 @@ use crate::core::consistency::Consistency;
 use crate::core::ids::short_hash;
 use crate::core::model::{GroupSnapshot, Member};
 use crate::provider::account::{Account, Budget};
+use crate::provider::answer::transport;
 use crate::provider::wecom::config::WecomTenant;
 use crate::provider::{ApiError, GroupLister, GroupSource};
 
@@ -255,25 +256,8 @@ fn classify(errcode: i64, errmsg: String, rate_limit_pause: Duration) -> ApiErro
 
 /// Reads an answer's JSON body, refusing bodies over [`MAX_ANSWER_BYTES`] (transient: a proxy
 /// or WeCom having a bad moment) without buffering them.
-async fn read_answer(mut resp: reqwest::Response, api_name: &str) -> Result<serde_json::Value, ApiError> {
-    let too_large = || ApiError::Transient(format!("{api_name}: answer larger than {MAX_ANSWER_BYTES} bytes"));
-    if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::Transient(format!("{api_name}: unexpected answer: {e}")))
-}
-
-/// Turns a transport error into a transient one. `without_url` matters: URLs carry the
-/// access token or the corp secret.
-fn transport(e: reqwest::Error) -> ApiError {
-    ApiError::Transient(e.without_url().to_string())
+async fn read_answer(resp: reqwest::Response, api_name: &str) -> Result<serde_json::Value, ApiError> {
+    crate::provider::answer::read_json(resp, api_name, MAX_ANSWER_BYTES).await
 }
 
 impl WecomClient {
