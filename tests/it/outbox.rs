@@ -11,24 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-macro_rules! with_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                use super::*;
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$scenario(TestStore::sqlite().await).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$scenario(TestStore::postgres().await).await
-                }
-            }
-        )*
-    };
-}
-
 with_both_stores!(
     stale_reads_after_a_join_publish_no_leave,
     a_crash_after_the_commit_publishes_the_stored_events,

@@ -9,24 +9,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-macro_rules! with_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                use super::*;
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$scenario(TestStore::sqlite().await).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$scenario(TestStore::postgres().await).await
-                }
-            }
-        )*
-    };
-}
-
 with_both_stores!(
     snapshot_events_and_members_index_follow_a_scenario,
     auth_and_error_answers,

@@ -9,24 +9,6 @@ use groupwatch::sim::{TimEventTime, TimExitType, TimJoinType, TimNotify};
 use serde_json::json;
 use std::time::Duration;
 
-macro_rules! with_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                use super::*;
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$scenario(TestStore::sqlite().await).await
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$scenario(TestStore::postgres().await).await
-                }
-            }
-        )*
-    };
-}
-
 with_both_stores!(
     lifecycle_create_join_quit_kicked_info_destroy,
     destroy_of_a_group_never_seen_takes_its_member_list,
