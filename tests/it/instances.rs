@@ -34,6 +34,9 @@ struct Cluster {
     instances: Vec<Serve>,
     /// One per instance, in the same order; a dead instance's replayer just fails to connect.
     replayers: Arc<Vec<Replayer>>,
+    /// How long the shards took to settle after the last instance was ready, and the `status`
+    /// that showed them settled.
+    spread: (Duration, serde_json::Value),
 }
 
 impl Cluster {
@@ -65,11 +68,11 @@ impl Cluster {
         }
         // The shards settle: each has one owner, each instance some.
         let pids: Vec<u32> = instances.iter().map(Serve::pid).collect();
-        wait_spread(&instances[0].config_path(), &pids, Duration::from_secs(20)).await;
+        let spread = wait_spread(&instances[0].config_path(), &pids, Duration::from_secs(20)).await;
         let topology = Topology::from_config(&instances[0].config.amqp);
         let tap = Tap::new(&conn, &exchange).await;
         let replayers = Arc::new(instances.iter().map(Serve::replayer).collect());
-        Cluster { _dir: dir, sim, simc, store, conn, topology, tap, instances, replayers }
+        Cluster { _dir: dir, sim, simc, store, conn, topology, tap, instances, replayers, spread }
     }
 
     /// The instances that have reconciled `chat`, with how many times.
@@ -378,7 +381,7 @@ async fn three_instances_split_forty_chats_share_one_budget_and_take_over_a_kill
     .await;
     let config = cluster.instances[0].config_path();
     let pids: Vec<u32> = cluster.instances.iter().map(Serve::pid).collect();
-    let (spread_took, s) = wait_spread(&config, &pids, Duration::from_secs(10)).await;
+    let (spread_took, s) = cluster.spread.clone();
     let ids: Vec<String> = pids.iter().map(|p| instance_id(&s, *p).unwrap()).collect();
     let owner_of_shard = owners(&s);
     let share: Vec<usize> = ids.iter().map(|id| owner_of_shard.values().filter(|o| o.contains(id)).count()).collect();
@@ -513,9 +516,6 @@ async fn three_instances_under_one_budget_call_no_faster_than_the_budget() {
     let chats: Vec<String> = (0..CHATS).map(|i| format!("wrOgQhDgAAMYQiS5ol9G7gK9JVBU{i:02}")).collect();
     let chat_refs: Vec<&str> = chats.iter().map(String::as_str).collect();
     let cluster = Cluster::start_with(&chat_refs, |c| c.worker_value("api_rate_per_minute", BUDGET)).await;
-    let config = cluster.instances[0].config_path();
-    let pids: Vec<u32> = cluster.instances.iter().map(Serve::pid).collect();
-    wait_spread(&config, &pids, Duration::from_secs(10)).await;
     let none = AtomicUsize::new(0);
     for (j, chat) in chats.iter().enumerate() {
         let xml = callback_xml_for(chat, CHAT_CREATE_TIME, "create", None, &[], None);
@@ -551,9 +551,6 @@ async fn a_rate_limit_pause_seen_by_one_instance_holds_every_instance() {
     let chats: Vec<String> = (0..CHATS).map(|i| format!("wrOgQhDgAAMYQiS5ol9G7gK9JVPA{i:02}")).collect();
     let chat_refs: Vec<&str> = chats.iter().map(String::as_str).collect();
     let cluster = Cluster::start_with(&chat_refs, |c| c.worker_value("api_rate_limit_pause_ms", PAUSE_MS)).await;
-    let config = cluster.instances[0].config_path();
-    let pids: Vec<u32> = cluster.instances.iter().map(Serve::pid).collect();
-    wait_spread(&config, &pids, Duration::from_secs(10)).await;
     let none = AtomicUsize::new(0);
     for (j, chat) in chats.iter().enumerate() {
         let xml = callback_xml_for(chat, CHAT_CREATE_TIME, "create", None, &[], None);
