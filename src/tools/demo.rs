@@ -112,7 +112,8 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
     let config = demo_config(amqp_url, &exchange, &sim.base_url(), &dir.join("demo.db"))?;
     let tenant = config.tenant("acme").expect("demo tenant").clone();
     let app = Application::build(config).await?;
-    let url = format!("http://{}/wecom/acme/callback", app.local_addr().expect("http enabled"));
+    let base = format!("http://{}", app.local_addr().expect("http enabled"));
+    let url = format!("{base}/wecom/acme/callback");
     app.broker()
         .connected(Duration::from_secs(10))
         .await
@@ -147,7 +148,6 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
     if let Some(ops) = ops {
         wait_ready(&format!("http://{ops}/readyz")).await?;
     }
-    let base = format!("http://{}", url.trim_start_matches("http://").split('/').next().unwrap_or_default());
     simc.tim_set_callback_url(TIM_APP, Some(&format!("{base}/tim/acme-im/callback"))).await?;
 
     println!("groupwatch demo: simulator at {}, callbacks at {base}", sim.base_url());
