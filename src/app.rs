@@ -339,6 +339,7 @@ pub fn build_pipeline(
         registry,
         store,
         publisher: Publisher::new(broker.clone()),
+        marks: crate::worker::marks::Marks::new(),
         settings: Settings {
             coalesce: Duration::from_millis(config.worker.coalesce_ms),
             retry_delays: config.worker.retry_delays_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),

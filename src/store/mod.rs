@@ -127,8 +127,8 @@ pub trait SnapshotStore: Coordination + Send + Sync {
     async fn resolve_alias(&self, provider: Provider, tenant: &str, alias: &str) -> Result<Option<String>, StoreError>;
     /// The chat's events not yet confirmed by the broker, in `seq` order.
     async fn unpublished(&self, key: &GroupKey) -> Result<Vec<OutboxEvent>, StoreError>;
-    /// Marks the chat's events up to `through_seq` as published.
-    async fn mark_published(&self, key: &GroupKey, through_seq: i64, at_ms: i64) -> Result<(), StoreError>;
+    /// Marks each chat's events up to its `through_seq` as published, all in one transaction.
+    async fn mark_published(&self, marks: &[(GroupKey, i64)], at_ms: i64) -> Result<(), StoreError>;
     /// Chats with an event stored before `before_ms` and still unpublished (at most `limit`).
     async fn chats_with_unpublished(&self, before_ms: i64, limit: i64) -> Result<Vec<GroupKey>, StoreError>;
     /// chat ids stored for one provider+tenant (for reconciliation), sorted.
@@ -694,18 +694,24 @@ macro_rules! sql_store {
 
             async fn mark_published(
                 &self,
-                key: &$crate::core::model::GroupKey,
-                through_seq: i64,
+                marks: &[($crate::core::model::GroupKey, i64)],
                 at_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query::<$db>($crate::store::sql::MARK)
-                    .bind(key.provider.as_str())
-                    .bind(&key.tenant)
-                    .bind(&key.chat_id)
-                    .bind(at_ms)
-                    .bind(through_seq)
-                    .execute(&self.pool)
-                    .await?;
+                if marks.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin_with($begin).await?;
+                for (key, through_seq) in marks {
+                    sqlx::query::<$db>($crate::store::sql::MARK)
+                        .bind(key.provider.as_str())
+                        .bind(&key.tenant)
+                        .bind(&key.chat_id)
+                        .bind(at_ms)
+                        .bind(through_seq)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -957,8 +963,8 @@ impl<S: SnapshotStore> SnapshotStore for Metered<S> {
         timed("unpublished", self.0.unpublished(key)).await
     }
 
-    async fn mark_published(&self, key: &GroupKey, through_seq: i64, at_ms: i64) -> Result<(), StoreError> {
-        timed("mark_published", self.0.mark_published(key, through_seq, at_ms)).await
+    async fn mark_published(&self, marks: &[(GroupKey, i64)], at_ms: i64) -> Result<(), StoreError> {
+        timed("mark_published", self.0.mark_published(marks, at_ms)).await
     }
 
     async fn learn_alias(&self, key: &GroupKey, alias: &str) -> Result<(), StoreError> {

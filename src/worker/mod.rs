@@ -16,6 +16,7 @@
 
 pub mod appchat;
 pub mod cluster;
+pub mod marks;
 pub mod pipeline;
 pub mod resync;
 
@@ -299,8 +300,17 @@ impl Worker {
     }
 
     /// Runs until `shutdown`: one generation per broker connection, the next starting only
-    /// once the previous one's actors are done.
+    /// once the previous one's actors are done. The marks of what they published are written
+    /// meanwhile, and what is left of them once the last generation is done.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let marks_stop = CancellationToken::new();
+        let marker = tokio::spawn(self.pipeline.marks.clone().run(self.pipeline.store.clone(), marks_stop.clone()));
+        self.generations(shutdown).await;
+        marks_stop.cancel();
+        let _ = marker.await;
+    }
+
+    async fn generations(self: Arc<Self>, shutdown: CancellationToken) {
         let mut links = self.broker.watch();
         loop {
             let link = tokio::select! {

@@ -21,6 +21,7 @@ use crate::provider::registry::Registry;
 use crate::provider::{ApiError, GroupSource};
 use crate::queue::publish::Publisher;
 use crate::store::{OutboxEvent, SnapshotStore, StoreError};
+use crate::worker::marks::Marks;
 
 /// Most memberships a chat remembers having left behind.
 const REPLACED_MAX: usize = 32;
@@ -135,6 +136,8 @@ pub struct Pipeline {
     pub registry: Arc<Registry>,
     pub store: Arc<dyn SnapshotStore>,
     pub publisher: Publisher,
+    /// Which published events are still to be marked so in the store.
+    pub marks: Arc<Marks>,
     pub settings: Settings,
     pub halt: Option<Arc<Halt>>,
 }
@@ -207,11 +210,15 @@ impl Pipeline {
 
     /// Publishes the chat's stored, unpublished events in order and marks them.
     pub async fn drain(&self, key: &GroupKey) -> Result<usize, Outcome> {
-        let pending = match self.store.unpublished(key).await {
+        let mut pending = match self.store.unpublished(key).await {
             Ok(p) => p,
             Err(e) if e.is_unavailable() => return Err(Outcome::Wait(UNAVAILABLE_BACKOFF)),
             Err(e) => return Err(Outcome::Poison(format!("the chat's stored events are unreadable: {e}"))),
         };
+        // Published by this process already, the mark not written yet.
+        if let Some(through) = self.marks.published_through(key) {
+            pending.retain(|e| e.seq > through);
+        }
         if pending.is_empty() {
             return Ok(0);
         }
@@ -229,11 +236,9 @@ impl Pipeline {
         if self.crash(CrashPoint::AfterPublish, key) {
             return Err(Outcome::Crashed);
         }
-        // A failed mark only means the events go out again later, with the same ids.
-        if let Err(e) = self.store.mark_published(key, last.seq, now_ms()).await {
-            tracing::warn!(tenant = %key.tenant, chat_id = %key.chat_id, error = %e,
-                "could not mark events published; they will be published again");
-        }
+        // Written in the background with other chats' marks; a mark lost to a crash only
+        // means the events go out again later, with the same ids.
+        self.marks.record(key, last.seq);
         Ok(())
     }
 

@@ -16,6 +16,7 @@ with_both_stores!(
     a_crash_after_the_commit_publishes_the_stored_events,
     resync_racing_a_callback_never_overwrites_it,
     a_member_who_leaves_and_rejoins_with_the_same_join_time_gets_new_ids,
+    unwritten_marks_never_republish_and_are_written_at_last,
 );
 
 /// The members a consumer believes each chat has, from the events (deduplicated by id) applied
@@ -155,6 +156,77 @@ async fn a_member_who_leaves_and_rejoins_with_the_same_join_time_gets_new_ids(st
     assert_ne!(ids[0].1, ids[1].1);
     assert!(!rebuild(&events)[CHAT].contains("wmBACK"), "a consumer deduplicating by id ends with the truth");
     assert_gapless(events.iter());
+    h.finish().await;
+}
+
+/// Makes the store refuse to mark events published (or lets it again).
+async fn refuse_marks(store: &TestStore, refuse: bool) {
+    match (store, refuse) {
+        (TestStore::Sqlite(_), true) => {
+            store
+                .exec(
+                    "CREATE TRIGGER refuse_marks BEFORE UPDATE OF published_at_ms ON group_events \
+                     BEGIN SELECT RAISE(ABORT, 'marks refused by the test'); END",
+                )
+                .await;
+        }
+        (TestStore::Postgres(_), true) => {
+            store
+                .exec(
+                    "CREATE FUNCTION refuse_marks() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'marks refused by the test'; END $$",
+                )
+                .await;
+            store
+                .exec(
+                    "CREATE TRIGGER refuse_marks BEFORE UPDATE OF published_at_ms ON group_events \
+                     FOR EACH ROW EXECUTE FUNCTION refuse_marks()",
+                )
+                .await;
+        }
+        (TestStore::Sqlite(_), false) => {
+            store.exec("DROP TRIGGER refuse_marks").await;
+        }
+        (TestStore::Postgres(_), false) => {
+            store.exec("DROP TRIGGER refuse_marks ON group_events").await;
+        }
+    }
+}
+
+/// Events the broker confirmed are marked published in the background. While the store refuses
+/// the marks, this process publishes none of those events a second time (a later change of the
+/// chat publishes only its own events); marks still unwritten when the worker stops are written
+/// before it does.
+async fn unwritten_marks_never_republish_and_are_written_at_last(store: TestStore) {
+    let mut h = Harness::start(store).await;
+    let mut events = h.created().await;
+    let key = groupwatch::core::model::GroupKey::new(groupwatch::core::model::Provider::Wecom, TENANT, CHAT);
+    let reader = groupwatch::store::connect(&h.store.url()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !reader.unpublished(&key).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the creation events were never marked published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    refuse_marks(&h.store, true).await;
+    for (i, user) in ["wmMARK1", "wmMARK2", "wmMARK3"].into_iter().enumerate() {
+        let at = 1700000700 + i as i64;
+        let v = h.simc.add_member(CORP_ID, CHAT, external(user, at)).await.unwrap();
+        h.callback(&callback_xml(at, "update", Some("add_member"), &[user], Some(&v))).await;
+        let got = h.tap.expect(1, WAIT).await;
+        assert_eq!(kinds(&got), [(EventType::MemberJoin, Some(user), Some(at))]);
+        events.extend(got);
+    }
+    events.extend(h.tap.collect(Duration::from_millis(500)).await);
+    assert_gapless(events.iter());
+    let unmarked = reader.unpublished(&key).await.unwrap();
+    assert_eq!(unmarked.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5, 6], "the store refused the marks");
+
+    // Allowed again, and stopped before the marker's next try: the stop writes them.
+    refuse_marks(&h.store, false).await;
+    h.app.take().unwrap().stop().await;
+    assert!(reader.unpublished(&key).await.unwrap().is_empty(), "marks written before the worker stopped");
+    assert!(h.tap.collect(Duration::from_millis(200)).await.is_empty(), "nothing published twice");
     h.finish().await;
 }
 

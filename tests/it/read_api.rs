@@ -280,21 +280,6 @@ async fn auth_and_error_answers(store: TestStore) {
     off.stop().await;
 }
 
-/// Runs one statement on the test's database; returns the rows it changed.
-async fn exec(store: &TestStore, sql: &str) -> u64 {
-    use sqlx::Connection;
-    match store {
-        TestStore::Sqlite(_) => {
-            let mut c = sqlx::SqliteConnection::connect(&store.url()).await.unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap().rows_affected()
-        }
-        TestStore::Postgres(_) => {
-            let mut c = sqlx::PgConnection::connect(&store.url()).await.unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap().rows_affected()
-        }
-    }
-}
-
 /// The chat's stored event seqs, published or not.
 async fn stored_seqs(store: &TestStore) -> Vec<i64> {
     use sqlx::Connection;
@@ -325,13 +310,12 @@ async fn retention_removes_old_events_and_never_a_snapshot(store: TestStore) {
     let snapshot = before.load(&key).await.unwrap().expect("stored");
 
     // Seq 1-3 forty days old, seq 2 of them still unpublished; seq 4 recent.
-    let aged = exec(
-        &h.store,
-        &format!("UPDATE group_events SET created_at_ms = created_at_ms - {FORTY_DAYS_MS} WHERE seq <= 3"),
-    )
-    .await;
+    let aged = h
+        .store
+        .exec(&format!("UPDATE group_events SET created_at_ms = created_at_ms - {FORTY_DAYS_MS} WHERE seq <= 3"))
+        .await;
     assert_eq!(aged, 3);
-    exec(&h.store, "UPDATE group_events SET published_at_ms = NULL WHERE seq = 2").await;
+    h.store.exec("UPDATE group_events SET published_at_ms = NULL WHERE seq = 2").await;
     let cutoff = groupwatch::core::clock::now_ms() - 30 * 86_400_000;
     let stop = tokio_util::sync::CancellationToken::new();
     // One event per statement: several small batches, never one long transaction.
@@ -343,7 +327,8 @@ async fn retention_removes_old_events_and_never_a_snapshot(store: TestStore) {
     assert_eq!(groupwatch::api::retention::prune(&before, cutoff, 1, &stop).await.unwrap(), 0);
 
     // In the background: `serve` prunes shortly after start-up with store.history_days.
-    exec(&h.store, &format!("UPDATE group_events SET created_at_ms = created_at_ms - {FORTY_DAYS_MS} WHERE seq = 4"))
+    h.store
+        .exec(&format!("UPDATE group_events SET created_at_ms = created_at_ms - {FORTY_DAYS_MS} WHERE seq = 4"))
         .await;
     h.config = h.config.replace("[store]\n", "[store]\nhistory_days = 30\n");
     h.restart(Default::default()).await;
@@ -423,12 +408,12 @@ async fn the_members_index_is_built_for_snapshots_stored_before_it(store: TestSt
     h.created().await;
     h.app.take().unwrap().stop().await;
     // Back to the schema before migration 3.
-    exec(&h.store, "DROP TABLE group_members").await;
-    exec(&h.store, "DROP INDEX group_events_age").await;
+    h.store.exec("DROP TABLE group_members").await;
+    h.store.exec("DROP INDEX group_events_age").await;
     if matches!(h.store, TestStore::Sqlite(_)) {
-        exec(&h.store, "DROP INDEX group_snapshots_heads").await;
+        h.store.exec("DROP INDEX group_snapshots_heads").await;
     }
-    assert_eq!(exec(&h.store, "DELETE FROM _sqlx_migrations WHERE version = 3").await, 1);
+    assert_eq!(h.store.exec("DELETE FROM _sqlx_migrations WHERE version = 3").await, 1);
     h.restart(Default::default()).await;
     let app = h.app();
     let mut found = BTreeMap::new();

@@ -162,11 +162,19 @@ async fn outbox_contract(store: &Arc<dyn SnapshotStore>) {
     let stuck = store.chats_with_unpublished(i64::MAX, 100).await.unwrap();
     assert!(stuck.contains(&key), "{stuck:?}");
     assert!(store.chats_with_unpublished(0, 100).await.unwrap().is_empty(), "nothing stored before time 0");
-    store.mark_published(&key, 1, 5).await.unwrap();
+    store.mark_published(&[(key.clone(), 1)], 5).await.unwrap();
     assert_eq!(store.unpublished(&key).await.unwrap(), [event(2, "b2")]);
-    store.mark_published(&key, 2, 6).await.unwrap();
+    // One call marks several chats, each up to its own seq.
+    let other = GroupKey::new(Provider::Wecom, "acme", "wr-outbox-2");
+    let other_group = StoredGroup { last_seq: 2, ..group("wr-outbox-2", "outbox 2", Some("v1")) };
+    store.commit(&other, &other_group, &[event(1, "o1"), event(2, "o2")], &[]).await.unwrap();
+    store.mark_published(&[(key.clone(), 2), (other.clone(), 1)], 6).await.unwrap();
     assert!(store.unpublished(&key).await.unwrap().is_empty());
+    assert_eq!(store.unpublished(&other).await.unwrap(), [event(2, "o2")], "only through its own seq");
+    store.mark_published(&[], 7).await.unwrap();
+    store.mark_published(&[(other.clone(), 2)], 7).await.unwrap();
     assert!(!store.chats_with_unpublished(i64::MAX, 100).await.unwrap().contains(&key));
+    assert!(!store.chats_with_unpublished(i64::MAX, 100).await.unwrap().contains(&other));
 
     // Applied items are recorded with their commit, and only then.
     let items = ["item-1".to_owned(), "item-2".to_owned()];

@@ -227,6 +227,22 @@ impl TestStore {
         }
     }
 
+    /// Runs one statement on the store behind the application's back; returns the rows it
+    /// changed.
+    pub async fn exec(&self, sql: &str) -> u64 {
+        use sqlx::Connection;
+        match self {
+            TestStore::Sqlite(_) => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url()).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap().rows_affected()
+            }
+            TestStore::Postgres(_) => {
+                let mut c = sqlx::PgConnection::connect(&self.url()).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap().rows_affected()
+            }
+        }
+    }
+
     pub async fn drop_database(&self) {
         use sqlx::Connection;
         if let TestStore::Postgres(name) = self {
