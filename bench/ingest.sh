@@ -21,7 +21,7 @@ CONNS=${CONNS:-64}
 N=${N:-300000}
 PORT=18080
 OPS_PORT=19464  # http.ops_listen in bench/groupwatch-bench.toml: /readyz and /metrics
-EX=gwbench
+EX=${GROUPWATCH__AMQP__EXCHANGE:-gwbench}  # amqp.exchange in bench/groupwatch-bench.toml
 
 bash scripts/services.sh
 command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
@@ -31,8 +31,8 @@ REQS=$(mktemp /tmp/gw-callbacks.XXXXXX)
 WARM_REQS=$(mktemp /tmp/gw-callbacks.XXXXXX)
 trap 'rm -f "$REQS" "$WARM_REQS"; [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true' EXIT
 
-purge() {
-  for q in "$EX.inbound.0" "$EX.inbound.1" "$EX.inbound.2" "$EX.inbound.3"; do
+purge() { # every inbound shard, whatever amqp.inbound_shards is
+  for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep -E "^$EX\.inbound\.[0-9]+$"); do
     rabbitmqctl -q purge_queue "$q" >/dev/null 2>&1 || true
   done
 }
