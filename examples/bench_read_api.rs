@@ -469,6 +469,7 @@ async fn main() -> anyhow::Result<()> {
     load.run("W", 3).await?;
 
     let alone_1 = load.run("A", a.seconds).await?;
+    let cpu_before = cpu_times();
     let until = Instant::now() + Duration::from_secs(a.seconds);
     // The readers run on a runtime of their own, as separate clients would: they do not queue
     // behind the service's tasks on its worker threads, nor it behind theirs.
@@ -491,12 +492,19 @@ async fn main() -> anyhow::Result<()> {
     });
     let with = load.run("B", a.seconds).await?;
     let routes = tokio::task::spawn_blocking(move || clients.join().expect("the readers' thread")).await??;
+    let steal = steal_share(cpu_before, cpu_times());
     let alone_2 = load.run("C", a.seconds).await?;
 
     let mode = if a.rate > 0.0 { format!("{} req/s each", a.rate) } else { "closed loop".into() };
     println!(
-        "{}: {} groups x {} members; {} readers ({mode}) for {} s; {} callbacks/s",
-        a.store, a.groups, a.members, a.readers, a.seconds, a.callbacks
+        "{}: {} groups x {} members; {} readers ({mode}) for {} s; {} callbacks/s; CPU stolen by the hypervisor while the readers ran: {}",
+        a.store,
+        a.groups,
+        a.members,
+        a.readers,
+        a.seconds,
+        a.callbacks,
+        steal.map_or("unknown".into(), |s| format!("{:.0}%", s * 100.0))
     );
     for (name, mut v) in ROUTES.iter().zip(routes) {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -535,6 +543,21 @@ async fn main() -> anyhow::Result<()> {
     // The bench chats (not the seeded groups) go, so the next run starts them afresh.
     cleanup_bench_chats(&url).await?;
     Ok(())
+}
+
+/// The machine's CPU time so far, from `/proc/stat`: (stolen, total), in ticks. On a virtual
+/// machine the hypervisor's "steal" is time this machine wanted to run and could not: when it is
+/// high, every latency of the run is, whatever the code does.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is counted in user already).
+    Some((*fields.get(7)?, fields.iter().take(8).sum()))
+}
+
+fn steal_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = (before?, after?);
+    (t1 > t0).then(|| (s1 - s0) as f64 / (t1 - t0) as f64)
 }
 
 async fn cleanup_bench_chats(url: &str) -> anyhow::Result<()> {
