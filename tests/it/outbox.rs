@@ -17,6 +17,7 @@ with_both_stores!(
     resync_racing_a_callback_never_overwrites_it,
     a_member_who_leaves_and_rejoins_with_the_same_join_time_gets_new_ids,
     unwritten_marks_never_republish_and_are_written_at_last,
+    marks_keep_the_highest_seq_and_write_at_most_500_chats_at_a_time,
 );
 
 /// The members a consumer believes each chat has, from the events (deduplicated by id) applied
@@ -228,6 +229,31 @@ async fn unwritten_marks_never_republish_and_are_written_at_last(store: TestStor
     assert!(reader.unpublished(&key).await.unwrap().is_empty(), "marks written before the worker stopped");
     assert!(h.tap.collect(Duration::from_millis(200)).await.is_empty(), "nothing published twice");
     h.finish().await;
+}
+
+/// A chat's mark is the highest seq recorded; one write takes at most 500 chats, the rest the
+/// next; a written mark is forgotten.
+async fn marks_keep_the_highest_seq_and_write_at_most_500_chats_at_a_time(store: TestStore) {
+    use groupwatch::core::model::{GroupKey, Provider};
+    use groupwatch::worker::marks::Marks;
+    let db = groupwatch::store::connect(&store.url()).await.unwrap();
+    let marks = Marks::new();
+    let keys: Vec<GroupKey> =
+        (0..501).map(|i| GroupKey::new(Provider::Wecom, TENANT, format!("wr-mark-{i}"))).collect();
+    for key in &keys {
+        marks.record(key, 2);
+    }
+    marks.record(&keys[0], 5);
+    marks.record(&keys[0], 3);
+    assert_eq!(marks.published_through(&keys[0]), Some(5), "the highest seq wins");
+    assert_eq!(marks.write(db.as_ref()).await, Ok(500));
+    let left: Vec<_> = keys.iter().filter(|k| marks.published_through(k).is_some()).collect();
+    assert_eq!(left.len(), 1, "one chat waits for the next write");
+    marks.record(left[0], 7);
+    assert_eq!(marks.write(db.as_ref()).await, Ok(1));
+    assert_eq!(marks.write(db.as_ref()).await, Ok(0), "nothing left");
+    assert!(keys.iter().all(|k| marks.published_through(k).is_none()));
+    store.drop_database().await;
 }
 
 /// SQLite busy past its timeout (the test holds the write lock) while a member joins and leaves:
