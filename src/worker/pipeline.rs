@@ -1,6 +1,7 @@
 //! One attempt at a chat's pending work: publish what the outbox still holds → load → fetch →
 //! judge → diff → commit (snapshot and events in one transaction, conditional on the revision
-//! loaded) → publish → mark published.
+//! loaded) → publish → record the mark "published" (written in the background, see
+//! [`crate::worker::marks`]).
 //!
 //! Nothing is published before it is stored, and what is published is what was stored: a crash
 //! anywhere re-publishes the stored events (same ids, same `seq`), and a retry after a failed
@@ -208,7 +209,8 @@ impl Pipeline {
         }
     }
 
-    /// Publishes the chat's stored, unpublished events in order and marks them.
+    /// Publishes the chat's stored events not yet published by anyone, in order, and records
+    /// their marks.
     pub async fn drain(&self, key: &GroupKey) -> Result<usize, Outcome> {
         let mut pending = match self.store.unpublished(key).await {
             Ok(p) => p,
