@@ -31,8 +31,8 @@ REQS=$(mktemp /tmp/gw-callbacks.XXXXXX)
 WARM_REQS=$(mktemp /tmp/gw-callbacks.XXXXXX)
 trap 'rm -f "$REQS" "$WARM_REQS"; [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true' EXIT
 
-purge() { # every inbound shard, whatever amqp.inbound_shards is
-  for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep -E "^$EX\.inbound\.[0-9]+$"); do
+purge() { # the intake and every inbound shard, whatever amqp.inbound_shards is
+  for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep -E "^$EX\.(intake|inbound\.[0-9]+)$"); do
     rabbitmqctl -q purge_queue "$q" >/dev/null 2>&1 || true
   done
 }

@@ -301,11 +301,7 @@ async fn run(
 
     drop(instances);
     let topology = groupwatch::queue::broker::Topology::from_config(&config.amqp);
-    for q in topology.inbound_queues().chain([
-        topology.dead_letter_queue(),
-        topology.default_queue("member.join"),
-        topology.default_queue("member.leave"),
-    ]) {
+    for q in topology.queues() {
         let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
     }
     let _ = ch.exchange_delete(&tag, Default::default()).await;

@@ -229,11 +229,7 @@ async fn main() -> anyhow::Result<()> {
 
     stop.cancel();
     let _ = running.await;
-    for q in topology.inbound_queues().chain([
-        topology.dead_letter_queue(),
-        topology.default_queue("member.join"),
-        topology.default_queue("member.leave"),
-    ]) {
+    for q in topology.queues() {
         let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
     }
     let _ = ch.exchange_delete(&exchange, Default::default()).await;

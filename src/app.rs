@@ -230,6 +230,11 @@ impl Application {
         }
         let router = self.router()?;
         let ops_router = self.ops_router();
+        // Every instance forwards the intake to the shard queues (one at a time receives), so
+        // that callbacks taken here move on even where no worker runs.
+        let forward_stop = CancellationToken::new();
+        let forward_task =
+            tokio::spawn(crate::queue::forward::run(self.broker.clone(), self.readiness.links(), forward_stop.clone()));
         let worker_stop = CancellationToken::new();
         let membership_stop = CancellationToken::new();
         let membership_task = tokio::spawn(self.membership.clone().run(membership_stop.clone()));
@@ -313,6 +318,9 @@ impl Application {
         {
             let _ = tokio::time::timeout(Duration::from_secs(25), task).await;
         }
+        // What it has not forwarded stays in the intake queue for the next forwarder.
+        forward_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), forward_task).await;
         // Leaving the cluster lets the others take this instance's shards at their next tick
         // instead of after its heartbeat expires.
         membership_stop.cancel();

@@ -68,6 +68,13 @@ impl Topology {
         }
     }
 
+    /// Where the front door hands off: one queue, so that a group commit is one message and one
+    /// disk sync at the broker whatever the number of shards. The forwarder
+    /// ([`crate::queue::forward`]) moves its items to their chats' shard queues.
+    pub fn intake_queue(&self) -> String {
+        format!("{}.intake", self.exchange)
+    }
+
     /// Inbound events are sharded by chat so that one consumer owns each chat's order.
     pub fn inbound_queue(&self, shard: u16) -> String {
         format!("{}.inbound.{shard}", self.exchange)
@@ -85,6 +92,16 @@ impl Topology {
             h = h.wrapping_mul(0x0100_0193);
         }
         (h % self.inbound_shards as u32) as u16
+    }
+
+    /// Every queue this topology may declare: the intake, the shards, the dead-letter queue and
+    /// the default member queues (for tools and tests that remove what they made).
+    pub fn queues(&self) -> Vec<String> {
+        let mut queues = vec![self.intake_queue()];
+        queues.extend(self.inbound_queues());
+        queues.push(self.dead_letter_queue());
+        queues.extend(MEMBER_EVENT_TYPES.iter().map(|t| self.default_queue(t)));
+        queues
     }
 
     pub fn default_queue(&self, event_type: &str) -> String {
@@ -145,7 +162,7 @@ impl Topology {
         Ok(())
     }
 
-    /// Declares the exchange, inbound shard queues, dead-letter queue and (optionally) the
+    /// Declares the exchange, the intake queue, the inbound shard queues, the dead-letter queue and (optionally) the
     /// default member queues. Idempotent; every instance runs it on every (re)connect.
     pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
         let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
@@ -156,6 +173,8 @@ impl Topology {
         // Only one consumer across all instances receives a shard at a time: per-chat order
         // and single processing hold however many instances run.
         inbound_args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        // One forwarder at a time, too: the intake's order is every chat's order.
+        channel.queue_declare(&self.intake_queue(), durable, inbound_args.clone()).await?;
         for queue in self.inbound_queues() {
             channel.queue_declare(&queue, durable, inbound_args.clone()).await?;
         }

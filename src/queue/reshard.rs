@@ -4,11 +4,13 @@
 //! chat's work in two queues, consumed at once by two instances. The broker records the count
 //! (the shard marker, see [`Topology::shards_marker`]) and refuses an instance with another. To
 //! change it, every instance stops, then this:
-//! 1. checks the marker records `from` and that no consumer is left on any inbound queue;
+//! 1. checks the marker records `from` and that no consumer is left on any inbound queue or on
+//!    the intake queue;
 //! 2. records the new count (from then on only instances with the new count start);
-//! 3. moves every queued item to its chat's queue under the new count, each source message acked
-//!    only after the broker confirmed its items' new copies (an interruption duplicates at
-//!    worst; the workers skip what they already applied);
+//! 3. moves every queued item to its chat's queue under the new count, the intake queue's last
+//!    (they are the newest), each source message acked only after the broker confirmed its
+//!    items' new copies (an interruption duplicates at worst; the workers skip what they
+//!    already applied);
 //! 4. deletes the queues the new count no longer has, once empty.
 //!
 //! Items move queue by queue in order, and all of one chat's items were in one queue, so each
@@ -76,8 +78,8 @@ pub async fn reshard(amqp: &AmqpConfig, from: u16) -> Result<ReshardSummary, Res
         Err(e) => return Err(e.into()),
     };
     let all = from.max(to);
-    for shard in 0..all {
-        let queue = new.inbound_queue(shard);
+    // The intake too: a forwarder with the old count would route by it.
+    for queue in (0..all).map(|shard| new.inbound_queue(shard)).chain([new.intake_queue()]) {
         if let Some((_, consumers)) = passive(&connection, &queue).await? {
             if consumers > 0 {
                 return Err(ReshardError::Consumed { queue, consumers });
@@ -96,8 +98,8 @@ pub async fn reshard(amqp: &AmqpConfig, from: u16) -> Result<ReshardSummary, Res
         let mut summary = ReshardSummary { from, to, ..Default::default() };
         // 3. Move every item present now, queue by queue; what a queue receives meanwhile (items
         // moved into it) is behind the count taken at the start.
-        for shard in 0..from {
-            let queue = old.inbound_queue(shard);
+        // The intake last: its items are newer than any a forwarder already moved to a shard.
+        for queue in (0..from).map(|shard| old.inbound_queue(shard)).chain([old.intake_queue()]) {
             let Some((waiting, _)) = passive(&connection, &queue).await? else { continue };
             for _ in 0..waiting {
                 let Some(message) = channel.basic_get(&queue, BasicGetOptions::default()).await? else { break };

@@ -212,11 +212,7 @@ pub async fn run(amqp_url: &str) -> anyhow::Result<()> {
     stop.cancel();
     running.await??;
     // The demo's exchange and queues are its own: leave the broker as it was.
-    for queue in topology.inbound_queues().chain([
-        topology.dead_letter_queue(),
-        topology.default_queue("member.join"),
-        topology.default_queue("member.leave"),
-    ]) {
+    for queue in topology.queues() {
         let _ = channel.queue_delete(&queue, QueueDeleteOptions::default()).await;
     }
     let _ = channel.exchange_delete(&exchange, Default::default()).await;

@@ -32,6 +32,7 @@ mod faults_broker;
 mod fixtures;
 mod ingress;
 mod instances;
+mod intake;
 mod metrics;
 mod ops;
 mod outbox;

@@ -157,7 +157,13 @@ pub async fn queue_len(conn: &Connection, queue: &str) -> u32 {
     q.message_count()
 }
 
+/// Messages waiting in the inbound shard queues, once the running app's forwarder has moved
+/// everything out of the intake queue (see [`settle_intake`]).
 pub async fn inbound_len(conn: &Connection, topology: &Topology) -> u32 {
+    settle_intake(conn, topology).await
+}
+
+async fn shards_len(conn: &Connection, topology: &Topology) -> u32 {
     let mut total = 0;
     for q in topology.inbound_queues() {
         total += queue_len(conn, &q).await;
@@ -165,8 +171,36 @@ pub async fn inbound_len(conn: &Connection, topology: &Topology) -> u32 {
     total
 }
 
-/// Drains every inbound shard queue and returns the events found, acked.
+/// Waits until the intake queue is empty and the shard queues have stopped filling (a forward
+/// is in flight until its intake messages are acked), and returns what the shards hold. Fails
+/// loudly if the intake keeps messages: no forwarder is running.
+pub async fn settle_intake(conn: &Connection, topology: &Topology) -> u32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (mut last, mut stable) = (u32::MAX, 0);
+    loop {
+        let intake = queue_len(conn, &topology.intake_queue()).await;
+        let shards = shards_len(conn, topology).await;
+        if intake == 0 && shards == last {
+            stable += 1;
+            if stable == 3 {
+                return shards;
+            }
+        } else {
+            stable = 0;
+        }
+        last = shards;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the intake queue still holds {intake} message(s): no forwarder ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Drains every inbound shard queue (once the intake has been forwarded) and returns the events
+/// found, acked.
 pub async fn drain_inbound(conn: &Connection, topology: &Topology) -> Vec<(String, InboundEvent)> {
+    settle_intake(conn, topology).await;
     let ch = conn.create_channel().await.unwrap();
     let mut found = Vec::new();
     for queue in topology.inbound_queues() {
@@ -184,10 +218,7 @@ pub async fn drain_inbound(conn: &Connection, topology: &Topology) -> Vec<(Strin
 /// Deletes everything the test's exchange name owns.
 pub async fn cleanup(conn: &Connection, topology: &Topology) {
     let ch = conn.create_channel().await.unwrap();
-    let mut queues: Vec<String> = topology.inbound_queues().collect();
-    queues.push(topology.dead_letter_queue());
-    queues.push(topology.default_queue("member.join"));
-    queues.push(topology.default_queue("member.leave"));
+    let mut queues = topology.queues();
     queues.push(format!("{}.test-tap", topology.exchange));
     for q in queues {
         let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;

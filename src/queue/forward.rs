@@ -1,0 +1,196 @@
+//! The forwarder: moves the intake queue's items to their chats' shard queues.
+//!
+//! The front door hands every callback off to one intake queue (one message and one disk sync
+//! per group commit, see [`crate::queue::inbound`]). Every `serve` instance runs a forwarder; the
+//! intake queue's single-active-consumer lets one of them receive at a time, so the intake's
+//! order is kept. It takes the messages that are ready (up to [`PREFETCH`]), regroups their items
+//! by shard in arrival order, publishes one message per shard, and acks the intake messages only
+//! once the broker has confirmed every copy. An interruption (a crash, a lost connection, a
+//! refused publish) leaves them unacked, so the broker gives them again, in order, to whichever
+//! forwarder is active: an item may reach its shard twice, never zero times, and the worker skips
+//! an item whose id it has already applied.
+
+use futures_util::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::Links;
+use crate::queue::broker::{Broker, BrokerError, Link, Outgoing};
+use crate::queue::dead;
+use crate::queue::inbound::{self, InboundEvent};
+
+/// Intake messages taken at once (each holds up to `amqp.handoff_max_batch` items).
+const PREFETCH: u16 = 256;
+/// Under load, a forward starts at most this often, so that each carries many items per shard:
+/// the broker syncs every queue a forward touches, and forwarding whatever was ready at once
+/// made it sync all shards for one or two items each, slowing the intake's confirms (and so the
+/// callbacks' answers) by a third. After a quiet spell the first item goes at once.
+const INTERVAL: Duration = Duration::from_millis(25);
+/// Most items in one shard message.
+const MAX_ITEMS: usize = 512;
+/// Pause before consuming again after a failure.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The readiness link that is down while this instance cannot consume the intake queue.
+pub const LINK: &str = "intake-forwarder";
+
+/// Forwards until `stop`, across broker reconnects. `links` reports whether this instance's
+/// consumer is registered (active, or standing by behind another instance's).
+pub async fn run(broker: Broker, links: Arc<Links>, stop: CancellationToken) {
+    let mut watch = broker.watch();
+    loop {
+        let link = tokio::select! {
+            _ = stop.cancelled() => break,
+            l = watch.wait_for(|l| l.is_some()) => match l {
+                Ok(l) => l.clone().expect("checked by wait_for"),
+                Err(_) => break,
+            },
+        };
+        let ended = forward_while_linked(&broker, &link, &links, &stop).await;
+        links.set(LINK, false);
+        match ended {
+            Ok(()) if stop.is_cancelled() => break,
+            Ok(()) => {}
+            Err(e) => {
+                metrics::counter!("groupwatch_intake_forward_failures_total").increment(1);
+                tracing::warn!(error = %e, "intake forwarding interrupted; its unacked messages go back to the intake queue");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(RETRY_AFTER) => {}
+        }
+    }
+    links.set(LINK, false);
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("the intake consumer was cancelled")]
+    Cancelled,
+}
+
+/// Consumes the intake queue on a channel of its own until `stop` or until the consumer or the
+/// channel fails; a forward under way is finished first (it is bounded by the confirm timeout).
+/// The channel is closed on every way out, which returns its unacked messages to the queue.
+async fn forward_while_linked(
+    broker: &Broker,
+    link: &Link,
+    links: &Links,
+    stop: &CancellationToken,
+) -> Result<(), ForwardError> {
+    let channel = link.connection.create_channel().await?;
+    let result = async {
+        channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+        let queue = broker.topology().intake_queue();
+        let mut consumer =
+            channel.basic_consume(&queue, "", BasicConsumeOptions::default(), FieldTable::default()).await?;
+        links.set(LINK, true);
+        let mut last_start: Option<Instant> = None;
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                next = consumer.next() => match next {
+                    Some(delivery) => delivery?,
+                    None => return Err(ForwardError::Cancelled),
+                },
+            };
+            let mut ready = vec![first];
+            if let Some(at) = last_start {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep_until((at + INTERVAL).into()) => {}
+                }
+            }
+            last_start = Some(Instant::now());
+            // What has already arrived travels with it; a pass of the runtime lets more in.
+            take_ready(&mut consumer, &mut ready)?;
+            if ready.len() < PREFETCH as usize {
+                tokio::task::yield_now().await;
+                take_ready(&mut consumer, &mut ready)?;
+            }
+            forward(broker, &ready).await?;
+            let last = ready.last().expect("at least the first");
+            last.acker.ack(BasicAckOptions { multiple: true }).await?;
+        }
+    }
+    .await;
+    let _ = channel.close(200, "intake forwarder stopping").await;
+    if let Err(e) = &result {
+        if matches!(e, ForwardError::Amqp(_)) {
+            link.mark_broken();
+        }
+    }
+    result
+}
+
+fn take_ready(consumer: &mut lapin::Consumer, ready: &mut Vec<Delivery>) -> Result<(), lapin::Error> {
+    while ready.len() < PREFETCH as usize {
+        match consumer.next().now_or_never() {
+            Some(Some(delivery)) => ready.push(delivery?),
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Publishes the items of `deliveries` to their shard queues, in order, and waits for every
+/// confirm. A message that is not an inbound batch is parked in the dead-letter queue as it came.
+async fn forward(broker: &Broker, deliveries: &[Delivery]) -> Result<(), BrokerError> {
+    let started = Instant::now();
+    let topology = broker.topology();
+    let mut by_shard: BTreeMap<u16, Vec<InboundEvent>> = BTreeMap::new();
+    let mut items = 0usize;
+    for delivery in deliveries {
+        match inbound::decode(&delivery.data) {
+            Ok(batch) => {
+                for event in batch.events {
+                    items += 1;
+                    by_shard.entry(topology.shard_for(&event.chat_id)).or_default().push(event);
+                }
+            }
+            Err(e) => dead::park(broker, &delivery.data, &format!("intake: {e}"), None).await?,
+        }
+    }
+    let mut queues = Vec::new();
+    let mut bodies = Vec::new();
+    let mut properties = Vec::new();
+    for (shard, events) in &by_shard {
+        for chunk in events.chunks(MAX_ITEMS) {
+            queues.push(topology.inbound_queue(*shard));
+            bodies.push(inbound::encode(chunk));
+            properties.push(inbound::properties(chunk));
+        }
+    }
+    let outgoing: Vec<Outgoing<'_>> = queues
+        .iter()
+        .zip(&bodies)
+        .zip(properties)
+        .map(|((queue, body), properties)| Outgoing { exchange: "", routing_key: queue, payload: body, properties })
+        .collect();
+    let mut outcome = broker.publish_batch(&outgoing).await?;
+    if !outcome.unroutable.is_empty() {
+        // A shard queue is gone (deleted by hand, or a broker reset without definitions):
+        // declare the topology again and send what bounced once more.
+        tracing::error!(queues = ?outcome.unroutable, "an inbound shard queue is missing; re-declaring the topology");
+        metrics::counter!("groupwatch_topology_redeclared_total").increment(1);
+        broker.redeclare().await?;
+        let retry: Vec<Outgoing<'_>> =
+            outgoing.iter().filter(|m| outcome.unroutable.iter().any(|q| q == m.routing_key)).cloned().collect();
+        outcome = broker.publish_batch(&retry).await?;
+        if let Some(queue) = outcome.unroutable.into_iter().next() {
+            return Err(BrokerError::Unroutable(queue));
+        }
+    }
+    metrics::counter!("groupwatch_intake_forwarded_total").increment(items as u64);
+    metrics::histogram!("groupwatch_intake_forward_seconds").record(started.elapsed());
+    Ok(())
+}
