@@ -195,7 +195,7 @@ async fn a_second_instance_with_another_shard_count_fails_at_start_up() {
 /// `groupwatch reshard` moves a stopped deployment's queued work from 4 shards to 16: every item
 /// lands in its chat's queue under the new count, each chat's items in the order they were
 /// accepted; the broker then refuses the old count; and it refuses to run while an instance
-/// still consumes.
+/// still consumes (a worker its shards, an ingest-only instance the intake).
 #[tokio::test]
 async fn reshard_moves_queued_work_to_the_new_count_in_order_and_refuses_a_running_instance() {
     use groupwatch::queue::broker::{BrokerError, Topology};
@@ -266,5 +266,19 @@ async fn reshard_moves_queued_work_to_the_new_count_in_order_and_refuses_a_runni
         "{refused:?}"
     );
     running.stop().await;
+    // An ingest-only instance consumes no shard, but its forwarder routes the intake by its count.
+    let ingest = spawn_app(&TestConfig::new(&exchange, &store.url()).amqp_value("inbound_shards", 16).toml()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let refused = reshard("4");
+        let said = String::from_utf8_lossy(&refused.stderr).to_string();
+        if refused.status.code() == Some(2) && said.contains(&format!("{} still has", new.intake_queue())) {
+            break;
+        }
+        // The previous instance's consumers may still be going away.
+        assert!(std::time::Instant::now() < deadline, "reshard must name the intake's consumer: {refused:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    ingest.stop().await;
     cleanup(&conn, &new).await;
 }
