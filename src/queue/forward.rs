@@ -7,8 +7,9 @@
 //! by shard in arrival order, publishes one message per shard, and acks the intake messages only
 //! once the broker has confirmed every copy. An interruption (a crash, a lost connection, a
 //! refused publish) leaves them unacked, so the broker gives them again, in order, to whichever
-//! forwarder is active: an item may reach its shard twice, never zero times, and the worker skips
-//! an item whose id it has already applied.
+//! forwarder is active: an item may reach its shard twice, never zero times. The first copies
+//! keep the intake's order per chat; a second copy may come after newer items, and the worker
+//! skips an item whose id it has already applied (see `worker::skip_applied`).
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -26,6 +27,10 @@ use crate::queue::inbound::{self, InboundEvent};
 
 /// Intake messages taken at once (each holds up to `amqp.handoff_max_batch` items).
 const PREFETCH: u16 = 256;
+/// Most intake bytes in one forward, so that a backlog (after an outage) is forwarded in pieces
+/// each confirmed well within `amqp.confirm_timeout_ms`, rather than as one huge forward that
+/// times out, is given again whole, and fails the same way each time.
+const MAX_FORWARD_BYTES: usize = 4 << 20;
 /// Under load, a forward starts at most this often, so that each carries many items per shard:
 /// the broker syncs every queue a forward touches, and forwarding whatever was ready at once
 /// made it sync all shards for one or two items each, slowing the intake's confirms (and so the
@@ -133,9 +138,14 @@ async fn forward_while_linked(
 }
 
 fn take_ready(consumer: &mut lapin::Consumer, ready: &mut Vec<Delivery>) -> Result<(), lapin::Error> {
-    while ready.len() < PREFETCH as usize {
+    let mut bytes: usize = ready.iter().map(|d| d.data.len()).sum();
+    while ready.len() < PREFETCH as usize && bytes < MAX_FORWARD_BYTES {
         match consumer.next().now_or_never() {
-            Some(Some(delivery)) => ready.push(delivery?),
+            Some(Some(delivery)) => {
+                let delivery = delivery?;
+                bytes += delivery.data.len();
+                ready.push(delivery);
+            }
             _ => break,
         }
     }
@@ -143,12 +153,14 @@ fn take_ready(consumer: &mut lapin::Consumer, ready: &mut Vec<Delivery>) -> Resu
 }
 
 /// Publishes the items of `deliveries` to their shard queues, in order, and waits for every
-/// confirm. A message that is not an inbound batch is parked in the dead-letter queue as it came.
+/// confirm. A message that is not an inbound batch (or of a newer format than this release reads)
+/// is parked in the dead-letter queue as it came: the intake's order cannot wait behind it.
 async fn forward(broker: &Broker, deliveries: &[Delivery]) -> Result<(), BrokerError> {
     let started = Instant::now();
     let topology = broker.topology();
     let mut by_shard: BTreeMap<u16, Vec<InboundEvent>> = BTreeMap::new();
     let mut items = 0usize;
+    let mut unreadable = Vec::new();
     for delivery in deliveries {
         match inbound::decode(&delivery.data) {
             Ok(batch) => {
@@ -157,7 +169,7 @@ async fn forward(broker: &Broker, deliveries: &[Delivery]) -> Result<(), BrokerE
                     by_shard.entry(topology.shard_for(&event.chat_id)).or_default().push(event);
                 }
             }
-            Err(e) => dead::park(broker, &delivery.data, &format!("intake: {e}"), None).await?,
+            Err(e) => unreadable.push((delivery, e)),
         }
     }
     let mut queues = Vec::new();
@@ -189,6 +201,11 @@ async fn forward(broker: &Broker, deliveries: &[Delivery]) -> Result<(), BrokerE
         if let Some(queue) = outcome.unroutable.into_iter().next() {
             return Err(BrokerError::Unroutable(queue));
         }
+    }
+    // Parked once the items are safely on, so that a failed forward, given again, does not park
+    // them twice.
+    for (delivery, e) in unreadable {
+        dead::park(broker, &delivery.data, &format!("intake: {e}"), None).await?;
     }
     metrics::counter!("groupwatch_intake_forwarded_total").increment(items as u64);
     metrics::histogram!("groupwatch_intake_forward_seconds").record(started.elapsed());
