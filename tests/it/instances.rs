@@ -473,13 +473,20 @@ async fn three_instances_split_forty_chats_share_one_budget_and_take_over_a_kill
         .max()
         .unwrap_or(0) as u64;
     assert!(busiest <= bound, "{busiest} groupchat/get in 10 s; the budget allows {bound}");
-    // Resync: one listing per interval across the cluster (a turn every 1 to 1.25 intervals).
+    // Resync: one turn per interval across the cluster (a turn every 1 to 1.25 intervals). A
+    // turn's listing waits for the shared API budget, which the burst keeps busy, so one turn's
+    // call can reach the simulator late, next to the following turn's (seen once: gaps of 6.0 s,
+    // 6.4 s, 3 ms): count the listings over the span rather than require every gap. One turn
+    // per instance would make three listings per interval.
     let lists: Vec<i64> = times.groupchat_list.iter().copied().collect();
     let span_ms = lists.last().copied().unwrap_or(0) - lists.first().copied().unwrap_or(0);
     let gaps: Vec<i64> = lists.windows(2).map(|w| w[1] - w[0]).collect();
+    let turns_in_span = span_ms / (RESYNC_SECS as i64 * 1000 - 300) + 1;
     assert!(
-        gaps.iter().all(|g| *g >= RESYNC_SECS as i64 * 1000 - 300),
-        "one resync per interval across the instances, not one per instance: gaps {gaps:?} ms"
+        lists.len() as i64 <= turns_in_span,
+        "one resync per interval across the instances, not one per instance: {} listings in {span_ms} ms \
+         (at most {turns_in_span}), gaps {gaps:?} ms",
+        lists.len()
     );
     println!(
         "{CHATS} chats, {} joins over {INSTANCES} instances: {} events, {duplicates} duplicates, {} retried \
