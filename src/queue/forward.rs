@@ -3,7 +3,7 @@
 //! The front door hands every callback off to one intake queue (one message and one disk sync
 //! per group commit, see [`crate::queue::inbound`]). Every `serve` instance runs a forwarder; the
 //! intake queue's single-active-consumer lets one of them receive at a time, so the intake's
-//! order is kept. It takes the messages that are ready (up to [`PREFETCH`]), regroups their items
+//! order is kept. It takes the messages that are ready (up to `PREFETCH`), regroups their items
 //! by shard in arrival order, publishes one message per shard, and acks the intake messages only
 //! once the broker has confirmed every copy. An interruption (a crash, a lost connection, a
 //! refused publish) leaves them unacked, so the broker gives them again, in order, to whichever

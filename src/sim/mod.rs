@@ -232,7 +232,7 @@ pub struct SimStats {
 }
 
 /// When each counted WeCom API call arrived (epoch ms, oldest first, the last
-/// [`MAX_CALL_TIMES`] of each), for `GET /sim/call-times`: tests check rates with it.
+/// `MAX_CALL_TIMES` of each), for `GET /sim/call-times`: tests check rates with it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimCallTimes {
     pub gettoken: VecDeque<i64>,

@@ -4,7 +4,7 @@
 //! statistics), and lists every failure with WeCom's errcode and message.
 //!
 //! `transfer` also hands an owner-change report for each transferred chat to the inbound queues,
-//! so the running workers publish `group.update` [`owner`] whether or not WeCom sends a callback
+//! so the running workers publish `group.update` \[`owner`\] whether or not WeCom sends a callback
 //! (it documents none for changes made through its API).
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -38,7 +38,7 @@ pub enum WecomCommand {
     /// groupchat/onjob_transfer for an owner in service, groupchat/transfer with --resigned.
     /// Chats WeCom refuses are listed with its errcode and message (exit 1). Each transferred
     /// group's owner change is queued for the running workers, which publish group.update
-    /// [owner]; so RabbitMQ must be reachable (amqp.url) or nothing is transferred.
+    /// \[owner\]; so RabbitMQ must be reachable (amqp.url) or nothing is transferred.
     Transfer(TransferArgs),
     /// Manage join ways: the QR codes and mini-program buttons that bring customers in
     ///
@@ -64,7 +64,7 @@ pub struct Target {
     /// The TOML configuration file.
     #[arg(long, env = "GROUPWATCH_CONFIG")]
     pub config: PathBuf,
-    /// The [[wecom]] tenant whose corp and secret make the calls.
+    /// The `[[wecom]]` tenant whose corp and secret make the calls.
     #[arg(long)]
     pub tenant: String,
     /// Print JSON instead of a table.

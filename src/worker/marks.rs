@@ -82,7 +82,7 @@ impl Marks {
         }
     }
 
-    /// Writes up to [`MAX_BATCH`] recorded marks in one transaction; returns how many.
+    /// Writes up to `MAX_BATCH` recorded marks in one transaction; returns how many.
     pub async fn write(&self, store: &dyn SnapshotStore) -> Result<usize, ()> {
         let batch: Vec<(GroupKey, i64)> = {
             let pending = self.pending.lock().expect("marks lock");

@@ -2,7 +2,7 @@
 //! in-service and resigned owners' groups, join ways (「加入群聊」), statistics, and the group list
 //! filtered by follow-up status.
 //!
-//! Every call goes through [`WecomClient::call`], so it shares the group fetches' token cache,
+//! Every call goes through `WecomClient::call`, so it shares the group fetches' token cache,
 //! rate limiter, 45009 pause and errcode classes. Every request type checks WeCom's documented
 //! limits when it is built: invalid input is an [`AdminError::Invalid`] before anything is sent.
 //! Per-chat failures of a transfer are data ([`TransferOutcome::failed`]), not an error.

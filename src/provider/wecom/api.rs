@@ -1,5 +1,5 @@
 //! WeCom's server API: `gettoken`, `externalcontact/groupchat/get` and `/list`, `appchat/get`;
-//! [`WecomClient::call`] is the one way to call WeCom (the administration calls of
+//! `WecomClient::call` is the one way to call WeCom (the administration calls of
 //! [`super::admin`] go through it too).
 //!
 //! Each (api_base, corp, secret) is one [`Account`]: its token is refreshed by one caller at a

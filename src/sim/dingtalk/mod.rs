@@ -147,7 +147,7 @@ pub struct DingtalkSettings {
     /// retry count is unknown.
     pub max_deliveries: u32,
     /// Whether a redelivery gets a fresh `messageId`. By default it keeps the first one (the
-    /// Python SDK dedupes on messageId, which implies that; protocols-2 A2.7 [I]).
+    /// Python SDK dedupes on messageId, which implies that; protocols-2 A2.7 \[I\]).
     pub new_message_id_on_redelivery: bool,
     /// How long after a SYSTEM `disconnect` the socket is closed: "服务端在静默10s之后会主动断开
     /// tcp 连接" (protocols-2 A2.5).
