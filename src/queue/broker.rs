@@ -366,6 +366,26 @@ impl Broker {
         Ok(Link { connection: Arc::new(connection), publish: channel, broken })
     }
 
+    /// [`Broker::publish_batch`] to our own queues (the default exchange, routed by queue name):
+    /// a message that bounced because its queue is gone (deleted by hand, or a broker reset
+    /// without definitions) makes the topology be declared again and is sent once more; one
+    /// that bounces again is an error.
+    pub async fn publish_to_queues(&self, messages: &[Outgoing<'_>]) -> Result<(), BrokerError> {
+        let outcome = self.publish_batch(messages).await?;
+        if outcome.unroutable.is_empty() {
+            return Ok(());
+        }
+        tracing::error!(queues = ?outcome.unroutable, "a queue is missing; re-declaring the topology");
+        metrics::counter!("groupwatch_topology_redeclared_total").increment(1);
+        self.redeclare().await?;
+        let retry: Vec<Outgoing<'_>> =
+            messages.iter().filter(|m| outcome.unroutable.iter().any(|q| q == m.routing_key)).cloned().collect();
+        match self.publish_batch(&retry).await?.unroutable.into_iter().next() {
+            Some(queue) => Err(BrokerError::Unroutable(queue)),
+            None => Ok(()),
+        }
+    }
+
     /// Declares the topology again on the live link (a queue was deleted while running).
     pub async fn redeclare(&self) -> Result<(), BrokerError> {
         let link = self.current().ok_or(BrokerError::Unavailable)?;

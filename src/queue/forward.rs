@@ -188,20 +188,7 @@ async fn forward(broker: &Broker, deliveries: &[Delivery]) -> Result<(), BrokerE
         .zip(properties)
         .map(|((queue, body), properties)| Outgoing { exchange: "", routing_key: queue, payload: body, properties })
         .collect();
-    let mut outcome = broker.publish_batch(&outgoing).await?;
-    if !outcome.unroutable.is_empty() {
-        // A shard queue is gone (deleted by hand, or a broker reset without definitions):
-        // declare the topology again and send what bounced once more.
-        tracing::error!(queues = ?outcome.unroutable, "an inbound shard queue is missing; re-declaring the topology");
-        metrics::counter!("groupwatch_topology_redeclared_total").increment(1);
-        broker.redeclare().await?;
-        let retry: Vec<Outgoing<'_>> =
-            outgoing.iter().filter(|m| outcome.unroutable.iter().any(|q| q == m.routing_key)).cloned().collect();
-        outcome = broker.publish_batch(&retry).await?;
-        if let Some(queue) = outcome.unroutable.into_iter().next() {
-            return Err(BrokerError::Unroutable(queue));
-        }
-    }
+    broker.publish_to_queues(&outgoing).await?;
     // Parked once the items are safely on, so that a failed forward, given again, does not park
     // them twice.
     for (delivery, e) in unreadable {

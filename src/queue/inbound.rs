@@ -320,24 +320,7 @@ async fn flush(broker: &Broker, batch: Vec<Job>) {
     // The default exchange routes by queue name; `mandatory` turns a missing queue into an
     // error instead of a silent drop.
     let message = Outgoing { exchange: "", routing_key: &queue, payload: &body, properties: properties(&events) };
-    let outcome = match broker.publish_batch(std::slice::from_ref(&message)).await {
-        Ok(o) if !o.unroutable.is_empty() => {
-            // The intake queue is gone (deleted by hand, or by a broker reset without
-            // definitions): declare the topology again and send it once more.
-            tracing::error!(queue, "the intake queue is missing; re-declaring the topology");
-            metrics::counter!("groupwatch_topology_redeclared_total").increment(1);
-            match broker.redeclare().await {
-                Ok(()) => broker.publish_batch(std::slice::from_ref(&message)).await,
-                Err(e) => Err(e),
-            }
-        }
-        other => other,
-    };
-    let result = match outcome {
-        Ok(o) if o.unroutable.is_empty() => Ok(()),
-        Ok(_) => Err(HandOffError(Arc::new(BrokerError::Unroutable(queue)))),
-        Err(e) => Err(HandOffError(Arc::new(e))),
-    };
+    let result = broker.publish_to_queues(std::slice::from_ref(&message)).await.map_err(|e| HandOffError(Arc::new(e)));
     let took = started.elapsed();
     metrics::histogram!("groupwatch_handoff_seconds").record(took);
     // Every open callback waits for this confirm, so a slow broker (usually its disk syncing)

@@ -24,12 +24,12 @@ use lapin::options::{
     BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use std::collections::BTreeMap;
 
 use crate::config::AmqpConfig;
 use crate::queue::broker::{Broker, BrokerError, Topology};
-use crate::queue::inbound::{self, InboundBatch};
+use crate::queue::inbound;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReshardError {
@@ -111,9 +111,9 @@ pub async fn reshard(amqp: &AmqpConfig, from: u16) -> Result<ReshardSummary, Res
                 }
                 for (target, items) in by_shard {
                     summary.items += items.len();
-                    let body = serde_json::to_vec(&InboundBatch::new(items)).expect("serialisable");
-                    let properties = BasicProperties::default().with_content_type("application/json".into());
-                    broker.publish("", &new.inbound_queue(target), &body, properties).await?;
+                    broker
+                        .publish("", &new.inbound_queue(target), &inbound::encode(&items), inbound::properties(&items))
+                        .await?;
                 }
                 message.delivery.acker.ack(BasicAckOptions::default()).await?;
                 summary.messages += 1;
