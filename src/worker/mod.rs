@@ -749,17 +749,17 @@ impl Generation {
     }
 
     /// Acknowledges the pending notifications whose changes are stored already (redelivered
-    /// after a crash): processing them again could only attribute newer changes to them.
+    /// after a crash), and every later copy of one pending twice (forwarded twice): processing
+    /// them again could only attribute newer changes to them.
     async fn skip_applied(&self, key: &GroupKey, pending: &mut Vec<Pending>) -> Result<(), Outcome> {
         let ids: Vec<String> =
             pending.iter().filter(|p| p.item.work == Work::Change).map(|p| p.item.id.clone()).collect();
         let applied = self.worker.pipeline.applied(key, &ids).await?;
-        if applied.is_empty() {
+        let (done, rest) = split_skippable(std::mem::take(pending), &applied, |p| &p.item);
+        *pending = rest;
+        if done.is_empty() {
             return Ok(());
         }
-        let (done, rest): (Vec<Pending>, Vec<Pending>) =
-            std::mem::take(pending).into_iter().partition(|p| applied.contains(&p.item.id));
-        *pending = rest;
         metrics::counter!("groupwatch_redeliveries_skipped_total", "provider" => key.provider.as_str())
             .increment(done.len() as u64);
         for p in done {
@@ -785,6 +785,17 @@ impl Generation {
             p.ack.done().await;
         }
     }
+}
+
+/// Splits `pending` into the changes to skip (already applied, or a later copy of one pending
+/// twice) and the rest, in order. A copy forwarded twice can meet its original in the same
+/// attempt: the first stands for both, so a stale copy never counts as a second report.
+fn split_skippable<T>(pending: Vec<T>, applied: &[String], item: impl Fn(&T) -> &InboundEvent) -> (Vec<T>, Vec<T>) {
+    let mut seen = HashSet::new();
+    pending.into_iter().partition(|p| {
+        let item = item(p);
+        item.work == Work::Change && (applied.contains(&item.id) || !seen.insert(item.id.clone()))
+    })
 }
 
 /// Inside `serve`: every `every`, asks the actors of chats with events stored longer than that
@@ -840,5 +851,25 @@ mod tests {
         expiring.remember(["y"].into_iter());
         assert!(!expiring.contains("x"));
         assert_eq!(expiring.len(), 1, "expired keys are gone without a scan of the whole map");
+    }
+
+    #[test]
+    fn an_item_pending_twice_is_processed_once_and_applied_ones_not_at_all() {
+        use crate::core::model::Provider;
+        let change = |id: &str| InboundEvent {
+            id: id.into(),
+            ..InboundEvent::request(Work::Change, Provider::Wecom, "t", "c", 1)
+        };
+        let drain = InboundEvent { id: "d".into(), ..InboundEvent::request(Work::Drain, Provider::Wecom, "t", "c", 1) };
+        let pending =
+            vec![change("a"), change("b"), change("a"), drain.clone(), drain.clone(), change("c"), change("b")];
+        let (skipped, rest) = split_skippable(pending, &["c".to_string()], |e| e);
+        let ids = |v: &[InboundEvent]| v.iter().map(|e| e.id.clone()).collect::<Vec<String>>();
+        assert_eq!(
+            ids(&rest),
+            ["a", "b", "d", "d"],
+            "the first copy of each change stays, in order; requests are never skipped"
+        );
+        assert_eq!(ids(&skipped), ["a", "c", "b"]);
     }
 }
