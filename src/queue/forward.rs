@@ -178,8 +178,9 @@ async fn forward(broker: &Broker, deliveries: &[Delivery]) -> Result<(), BrokerE
     for (shard, events) in &by_shard {
         for chunk in events.chunks(MAX_ITEMS) {
             queues.push(topology.inbound_queue(*shard));
-            bodies.push(inbound::encode(chunk));
-            properties.push(inbound::properties(chunk));
+            let (body, props) = inbound::message(chunk);
+            bodies.push(body);
+            properties.push(props);
         }
     }
     let outgoing: Vec<Outgoing<'_>> = queues

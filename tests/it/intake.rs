@@ -55,7 +55,7 @@ async fn the_intake_reaches_each_chats_shard_in_order_through_broker_cuts() {
             sent.push(item.clone());
             items.push(item);
         }
-        to_intake(&channel, &intake, &inbound::encode(&items)).await;
+        to_intake(&channel, &intake, &inbound::message(&items).0).await;
         if message % 10 == 0 {
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..40))).await;
         }
@@ -118,7 +118,7 @@ async fn a_message_the_forwarder_cannot_read_is_parked_and_the_rest_goes_on() {
     let intake = app.topology.intake_queue();
     let item = InboundEvent::request(Work::Reconcile, Provider::Wecom, TENANT, "wrINTAKEOK", 1);
     to_intake(&channel, &intake, b"{\"not\": \"a batch\"}").await;
-    to_intake(&channel, &intake, &inbound::encode(std::slice::from_ref(&item))).await;
+    to_intake(&channel, &intake, &inbound::message(std::slice::from_ref(&item)).0).await;
 
     let found = drain_inbound(&conn, &app.topology).await;
     assert_eq!(found.len(), 1, "the readable item was forwarded: {found:?}");
