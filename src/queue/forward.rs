@@ -178,9 +178,8 @@ async fn forward(broker: &Broker, deliveries: &[Delivery]) -> Result<(), BrokerE
     for (shard, events) in &by_shard {
         for chunk in events.chunks(MAX_ITEMS) {
             queues.push(topology.inbound_queue(*shard));
-            let (body, props) = inbound::message(chunk);
-            bodies.push(body);
-            properties.push(props);
+            bodies.push(inbound::encode(chunk));
+            properties.push(inbound::properties(chunk));
         }
     }
     let outgoing: Vec<Outgoing<'_>> = queues

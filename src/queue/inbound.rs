@@ -11,12 +11,8 @@
 //! share one broker round trip (group commit). Messages without `v` are the WeCom-only format of
 //! the previous release, still read (see [`decode`]) so that an upgrade loses nothing queued.
 
-use flate2::read::ZlibDecoder;
-use flate2::write::ZlibEncoder;
-use flate2::Compression;
 use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -135,33 +131,19 @@ struct InboundBatchRef<'a> {
     events: &'a [InboundEvent],
 }
 
-/// Bodies longer than this are deflated. A group commit of 30 callbacks is about 14 KiB of JSON
-/// and 2.4 KiB deflated: RabbitMQ keeps a message under 4 KiB in the queue's own index instead of
-/// its shared message store, and confirms it about a quarter sooner (0.8 against 1.05 ms on
-/// the CI machine, `examples/broker_ceiling`); the forwarder's shard messages likewise stay off
-/// the store the hand-off is waiting on.
-const DEFLATE_ABOVE: usize = 1024;
-/// The `content_encoding` of a deflated body (zlib format, RFC 1950).
-pub const DEFLATE: &str = "deflate";
-/// Most bytes a deflated body may inflate to: far above any batch this release writes (512 items
-/// of at most a few KiB), and a bound on what a corrupt or hostile message can make a reader hold.
-const MAX_INFLATED: u64 = 64 << 20;
+/// The body of a message holding `events`, in this release's format.
+pub fn encode(events: &[InboundEvent]) -> Vec<u8> {
+    serde_json::to_vec(&InboundBatchRef { v: FORMAT, events }).expect("serialisable")
+}
 
-/// A message holding `events`, in this release's format: the body (deflated when long, see
-/// [`DEFLATE_ABOVE`]) and its properties. One holding a single item carries its key as the
+/// Properties of a queued inbound message; one holding a single item carries its key as the
 /// message id, for operators reading a queue.
-pub fn message(events: &[InboundEvent]) -> (Vec<u8>, BasicProperties) {
-    let json = serde_json::to_vec(&InboundBatchRef { v: FORMAT, events }).expect("serialisable");
-    let mut properties = BasicProperties::default().with_content_type("application/json".into());
-    if let [only] = events {
-        properties = properties.with_message_id(only.key.as_str().into());
+pub fn properties(events: &[InboundEvent]) -> BasicProperties {
+    let properties = BasicProperties::default().with_content_type("application/json".into());
+    match events {
+        [only] => properties.with_message_id(only.key.as_str().into()),
+        _ => properties,
     }
-    if json.len() <= DEFLATE_ABOVE {
-        return (json, properties);
-    }
-    let mut encoder = ZlibEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
-    encoder.write_all(&json).expect("writing to a Vec");
-    (encoder.finish().expect("writing to a Vec"), properties.with_content_encoding(DEFLATE.into()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,27 +152,10 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
     #[error("inbound format v{0} is newer than this release reads (v{FORMAT})")]
     Unknown(u8),
-    #[error("a deflated inbound body is corrupt or inflates beyond {MAX_INFLATED} bytes")]
-    Deflate,
 }
 
-/// Reads a queued message of this release's format or of the previous one, deflated or not.
-/// A deflated body is told by its first byte (a zlib header starts with 0x78, JSON with `{` or
-/// white space) rather than by `content_encoding`, so that it stays readable wherever it is
-/// copied as bytes: parked, redriven, resharded.
+/// Reads a queued message of this release's format or of the previous one.
 pub fn decode(body: &[u8]) -> Result<InboundBatch, DecodeError> {
-    if body.first() == Some(&0x78) {
-        let mut json = Vec::with_capacity(body.len() * 6);
-        let read = ZlibDecoder::new(body).take(MAX_INFLATED + 1).read_to_end(&mut json);
-        if read.is_err() || json.len() as u64 > MAX_INFLATED {
-            return Err(DecodeError::Deflate);
-        }
-        return decode_json(&json);
-    }
-    decode_json(body)
-}
-
-fn decode_json(body: &[u8]) -> Result<InboundBatch, DecodeError> {
     #[derive(Deserialize)]
     struct Probe {
         v: Option<u8>,
@@ -351,10 +316,10 @@ async fn flush(broker: &Broker, batch: Vec<Job>) {
     let started = std::time::Instant::now();
     let (events, waiters): (Vec<InboundEvent>, Vec<_>) = batch.into_iter().map(|j| (j.event, j.done)).unzip();
     let queue = broker.topology().intake_queue();
-    let (body, properties) = message(&events);
+    let body = encode(&events);
     // The default exchange routes by queue name; `mandatory` turns a missing queue into an
     // error instead of a silent drop.
-    let message = Outgoing { exchange: "", routing_key: &queue, payload: &body, properties };
+    let message = Outgoing { exchange: "", routing_key: &queue, payload: &body, properties: properties(&events) };
     let result = broker.publish_to_queues(std::slice::from_ref(&message)).await.map_err(|e| HandOffError(Arc::new(e)));
     let took = started.elapsed();
     metrics::histogram!("groupwatch_handoff_seconds").record(took);
@@ -370,50 +335,5 @@ async fn flush(broker: &Broker, batch: Vec<Job>) {
     for waiter in waiters {
         // The caller may have gone (client disconnected); the event is queued all the same.
         let _ = waiter.send(result.clone());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn items(n: usize) -> Vec<InboundEvent> {
-        (0..n)
-            .map(|i| InboundEvent::request(Work::Reconcile, Provider::Wecom, "t", &format!("chat{i}"), i as i64))
-            .collect()
-    }
-
-    #[test]
-    fn a_long_body_is_deflated_a_short_one_is_not_and_both_read_back() {
-        let one = items(1);
-        let (body, properties) = message(&one);
-        assert_eq!(body.first(), Some(&b'{'), "a short body stays JSON, readable by anyone");
-        assert_eq!(properties.content_encoding(), &None);
-        assert_eq!(decode(&body).unwrap().events, one);
-
-        let many = items(200);
-        let (body, properties) = message(&many);
-        let json = serde_json::to_vec(&InboundBatch::new(many.clone())).unwrap();
-        assert!(body.len() * 4 < json.len(), "deflated: {} of {} bytes", body.len(), json.len());
-        assert_eq!(properties.content_encoding().as_ref().map(|e| e.as_str()), Some(DEFLATE));
-        assert_eq!(decode(&body).unwrap().events, many);
-    }
-
-    #[test]
-    fn a_corrupt_or_oversized_deflated_body_is_refused() {
-        let (mut body, _) = message(&items(200));
-        let middle = body.len() / 2;
-        body.truncate(middle);
-        assert!(matches!(decode(&body), Err(DecodeError::Deflate)), "truncated");
-
-        // 65 MiB of spaces deflate to about 64 KiB: reading must stop at the bound, not hold it all.
-        let mut encoder = ZlibEncoder::new(Vec::new(), Compression::best());
-        let spaces = vec![b' '; 1 << 20];
-        for _ in 0..65 {
-            encoder.write_all(&spaces).unwrap();
-        }
-        let bomb = encoder.finish().unwrap();
-        assert!(bomb.len() < 1 << 20);
-        assert!(matches!(decode(&bomb), Err(DecodeError::Deflate)), "inflates past the bound");
     }
 }

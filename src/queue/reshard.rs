@@ -111,8 +111,9 @@ pub async fn reshard(amqp: &AmqpConfig, from: u16) -> Result<ReshardSummary, Res
                 }
                 for (target, items) in by_shard {
                     summary.items += items.len();
-                    let (body, properties) = inbound::message(&items);
-                    broker.publish("", &new.inbound_queue(target), &body, properties).await?;
+                    broker
+                        .publish("", &new.inbound_queue(target), &inbound::encode(&items), inbound::properties(&items))
+                        .await?;
                 }
                 message.delivery.acker.ack(BasicAckOptions::default()).await?;
                 summary.messages += 1;
