@@ -9,7 +9,8 @@
 //! refused publish) leaves them unacked, so the broker gives them again, in order, to whichever
 //! forwarder is active: an item may reach its shard twice, never zero times. The first copies
 //! keep the intake's order per chat; a second copy may come after newer items, and the worker
-//! skips an item whose id it has already applied (see `worker::skip_applied`).
+//! skips an item whose id it has already applied, or holds already in the same attempt (see
+//! `worker::skip_applied`).
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
