@@ -2,7 +2,10 @@
 # Ingest benchmark: `serve` (ingest only, durable hand-off with publisher confirms) pinned to CPU 0,
 # wrk pinned to CPU 1 POSTing distinct, signed, encrypted callbacks. Reports the median of RUNS
 # runs: req/s, p50, p99 (and p99.9 per run), RSS idle and peak, non-2xx answers, callbacks per
-# hand-off flush.
+# hand-off flush; per run also the CPU `serve` and RabbitMQ used, the CPU the hypervisor stole
+# (discard runs where it is more than a few per cent) and the share of the time a flush awaited
+# its confirm ("confirm wait"; with one flush in flight, the rest is time the broker had nothing
+# of ours to confirm).
 #
 # Each run starts with WARMUP seconds of the same load, not measured. The previous run's callbacks
 # are purged from the inbound queues, and RabbitMQ compacts its message store only once new
@@ -37,6 +40,16 @@ purge() { # the intake and every inbound shard, whatever amqp.inbound_shards is
   done
 }
 rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+# serve's and the broker's CPU ticks, stolen and total ticks, wall seconds, and the hand-off's
+# summed confirm time (over 100% when flushes overlap: amqp.handoff_in_flight > 1).
+sample() {
+  local serve broker steal total handoff
+  serve=$(awk '{ print $14 + $15 }' "/proc/$PID/stat")
+  broker=$(for p in $(pgrep -f beam.smp); do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | awk '{ t += $1 } END { print t + 0 }')
+  read -r steal total < <(awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat)
+  handoff=$(curl -fs "http://127.0.0.1:$OPS_PORT/metrics" | awk '$1 == "groupwatch_handoff_seconds_sum" { print $2 }')
+  echo "$serve $broker $steal $total $(date +%s.%N) ${handoff:-0}"
+}
 to_ms() { # wrk prints 812.00us, 1.23ms or 1.01s
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
@@ -57,9 +70,16 @@ for run in $(seq "$RUNS"); do
     taskset -c 1 wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s bench/wrk_callbacks.lua \
       "http://127.0.0.1:$PORT" -- "$WARM_REQS" > /dev/null
   fi
+  # CPU of serve and of the broker, CPU stolen by the hypervisor, and the time the hand-off had
+  # a flush awaiting its confirm, all over the measured run only.
+  before=$(sample)
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s bench/wrk_callbacks.lua \
     "http://127.0.0.1:$PORT" -- "$REQS" > /tmp/gw-bench-wrk.txt
+  after=$(sample)
   peak=$(rss_kb "$PID" VmHWM)
+  usage=$(echo "$before $after" | awk -v hz="$(getconf CLK_TCK)" '{ wall = $11 - $5
+    printf "serve CPU %d%%  broker CPU %d%%  steal %d%%  confirm wait %d%%", 100 * ($7 - $1) / (wall * hz),
+      100 * ($8 - $2) / (wall * hz), 100 * ($9 - $3) / ($10 - $4), 100 * ($12 - $6) / wall }')
   batches=$(curl -fs "http://127.0.0.1:$OPS_PORT/metrics" | awk '/^groupwatch_handoff_batch_events_(sum|count)/ { v[$1] = $2 } END { for (k in v) if (k ~ /count/) c = v[k]; else s = v[k]; if (c > 0) printf "%.1f", s / c; else print "?" }')
   kill -TERM "$PID"; wait "$PID" || true; PID=
   rps=$(awk '/^Requests\/sec/ { print $2 }' /tmp/gw-bench-wrk.txt)
@@ -67,7 +87,7 @@ for run in $(seq "$RUNS"); do
   p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' /tmp/gw-bench-wrk.txt)")
   p999=$(awk '$1 == "latency" && $2 == "p99.9" { print $3 }' /tmp/gw-bench-wrk.txt)
   non2xx=$(awk '/Non-2xx/ { print $NF }' /tmp/gw-bench-wrk.txt); non2xx=${non2xx:-0}
-  echo "run $run: ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  p99.9 ${p999} ms  RSS idle $((idle / 1024)) MB peak $((peak / 1024)) MB  non-2xx ${non2xx}  callbacks/flush ${batches}"
+  echo "run $run: ${rps} req/s  p50 ${p50} ms  p99 ${p99} ms  p99.9 ${p999} ms  RSS idle $((idle / 1024)) MB peak $((peak / 1024)) MB  non-2xx ${non2xx}  callbacks/flush ${batches}  ${usage}"
   results+=("$rps $p50 $p99 $idle $peak")
 done
 purge

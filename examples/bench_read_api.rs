@@ -469,6 +469,9 @@ async fn main() -> anyhow::Result<()> {
     load.run("W", 3).await?;
 
     let alone_1 = load.run("A", a.seconds).await?;
+    let metrics_client = reqwest::Client::new();
+    let scrape = || async { metrics_client.get(format!("{ops}/metrics")).send().await?.text().await };
+    let store_before = store_buckets(&scrape().await?);
     let cpu_before = cpu_times();
     let until = Instant::now() + Duration::from_secs(a.seconds);
     // The readers run on a runtime of their own, as separate clients would: they do not queue
@@ -493,6 +496,7 @@ async fn main() -> anyhow::Result<()> {
     let with = load.run("B", a.seconds).await?;
     let routes = tokio::task::spawn_blocking(move || clients.join().expect("the readers' thread")).await??;
     let steal = steal_share(cpu_before, cpu_times());
+    let store_after = store_buckets(&scrape().await?);
     let alone_2 = load.run("C", a.seconds).await?;
 
     let mode = if a.rate > 0.0 { format!("{} req/s each", a.rate) } else { "closed loop".into() };
@@ -519,6 +523,25 @@ async fn main() -> anyhow::Result<()> {
             ms(1.0)
         );
     }
+    // The same requests timed inside the service, around the store call alone: a tail seen by
+    // the clients and not here is the wait for a CPU (threads queued on two cores), not SQL.
+    for op in ["snapshot_text", "member_groups", "commit"] {
+        let (before, after) = (store_before.get(op), store_after.get(op));
+        let Some(after) = after else { continue };
+        let delta: Vec<(f64, u64)> = after
+            .iter()
+            .map(|&(le, n)| (le, n - before.and_then(|b| b.iter().find(|(l, _)| *l == le)).map_or(0, |(_, m)| *m)))
+            .collect();
+        let total = delta.last().map_or(0, |(_, n)| *n);
+        let within = |ms: f64| delta.iter().find(|(le, _)| (*le * 1000.0 - ms).abs() < 1e-9).map_or(0, |(_, n)| *n);
+        let p99 = delta.iter().find(|(_, n)| *n as f64 >= total as f64 * 0.99).map(|(le, _)| le * 1000.0);
+        println!(
+            "  store, {op:<14} {total:>7} calls while the readers ran: within 1 ms {:.1}%, within 5 ms {:.1}%, p99 ≤ {} ms",
+            100.0 * within(1.0) as f64 / total.max(1) as f64,
+            100.0 * within(5.0) as f64 / total.max(1) as f64,
+            p99.map_or("?".into(), |v| format!("{v}"))
+        );
+    }
     let (_, a1p50, a1p99) = summary(alone_1);
     let (_, a2p50, a2p99) = summary(alone_2);
     let (_, bp50, bp99) = summary(with);
@@ -539,6 +562,24 @@ async fn main() -> anyhow::Result<()> {
     // The bench chats (not the seeded groups) go, so the next run starts them afresh.
     cleanup_bench_chats(&url).await?;
     Ok(())
+}
+
+/// `groupwatch_store_seconds` buckets by operation, from the Prometheus text: (upper bound in
+/// seconds, cumulative count), in bucket order, `+Inf` last.
+fn store_buckets(text: &str) -> HashMap<String, Vec<(f64, u64)>> {
+    let mut by_op: HashMap<String, Vec<(f64, u64)>> = HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("groupwatch_store_seconds_bucket{")) {
+        let Some((labels, count)) = line.split_once("} ") else { continue };
+        let label = |name: &str| {
+            labels.split(&format!("{name}=\"")).nth(1).and_then(|rest| rest.split('"').next()).map(str::to_owned)
+        };
+        let (Some(op), Some(le), Ok(count)) = (label("op"), label("le"), count.trim().parse::<f64>()) else {
+            continue;
+        };
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+        by_op.entry(op).or_default().push((le, count as u64));
+    }
+    by_op
 }
 
 /// The machine's CPU time so far, from `/proc/stat`: (stolen, total), in ticks. On a virtual
