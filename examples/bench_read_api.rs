@@ -13,6 +13,11 @@
 //! then the same pipeline load with the readers, then alone again; the pipeline's figure
 //! "without readers" is the mean of the two runs alone. `--rate 0` makes the readers closed-loop
 //! (each sends its next request as soon as the last is answered: the throughput ceiling).
+//!
+//! SQLite: the bench prints the share of the store file in the page cache when the readers start
+//! (from `fincore`). Reads that miss it wait for the disk. The start-up checks scan the members
+//! index, so it is normally nearly all of it; after seeding, the kernel is still writing the new
+//! file back to disk for a few minutes, and those runs are slow.
 
 use futures_util::StreamExt;
 use groupwatch::app::Application;
@@ -36,6 +41,7 @@ const TOKEN: &str = "bench-read-token-0123456789";
 /// about groups × members / USERS groups (20 with the defaults).
 const USERS: usize = 1_000_000;
 const EVENTS_PER_GROUP: i64 = 5;
+const SQLITE_FILE: &str = "/tmp/gw-bench-read/gw.db";
 const ROUTES: [&str; 4] = ["snapshot", "member-groups", "events", "groups"];
 
 struct Args {
@@ -252,7 +258,7 @@ async fn seed(url: &str, groups: usize, members: usize) -> anyhow::Result<()> {
 async fn store_url(kind: &str) -> anyhow::Result<String> {
     if kind == "sqlite" {
         std::fs::create_dir_all("/tmp/gw-bench-read")?;
-        return Ok("sqlite:///tmp/gw-bench-read/gw.db".into());
+        return Ok(format!("sqlite://{SQLITE_FILE}"));
     }
     use sqlx::Connection;
     let server = std::env::var("GROUPWATCH_BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
@@ -472,6 +478,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics_client = reqwest::Client::new();
     let scrape = || async { metrics_client.get(format!("{ops}/metrics")).send().await?.text().await };
     let store_before = store_buckets(&scrape().await?);
+    let cached = if a.store == "sqlite" { page_cached(SQLITE_FILE) } else { None };
     let cpu_before = cpu_times();
     let until = Instant::now() + Duration::from_secs(a.seconds);
     // The readers run on a runtime of their own, as separate clients would: they do not queue
@@ -510,6 +517,12 @@ async fn main() -> anyhow::Result<()> {
         a.callbacks,
         steal.map_or("unknown".into(), |s| format!("{:.0}%", s * 100.0))
     );
+    if a.store == "sqlite" {
+        println!(
+            "  the page cache held {} of the store file when the readers started",
+            cached.map_or("an unknown share (no fincore)".into(), |c| format!("{:.0}%", c * 100.0))
+        );
+    }
     for (name, mut v) in ROUTES.iter().zip(routes) {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let ms = |p: f64| percentile(&v, p) * 1000.0;
@@ -580,6 +593,18 @@ fn store_buckets(text: &str) -> HashMap<String, Vec<(f64, u64)>> {
         by_op.entry(op).or_default().push((le, count as u64));
     }
     by_op
+}
+
+/// The share of `path` in the page cache, from util-linux's `fincore`.
+fn page_cached(path: &str) -> Option<f64> {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES,SIZE", path])
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>());
+    let (Some(Ok(resident)), Some(Ok(size))) = (fields.next(), fields.next()) else { return None };
+    (size > 0.0).then(|| resident / size)
 }
 
 /// The machine's CPU time so far, from `/proc/stat`: (stolen, total), in ticks. On a virtual

@@ -426,6 +426,55 @@ async fn the_members_index_is_built_for_snapshots_stored_before_it(store: TestSt
     h.finish().await;
 }
 
+/// On SQLite the members index is a WITHOUT ROWID table (one B-tree in key order, so a member's
+/// groups sit together), and migration 6 carries the rows of the rowid table before it over.
+#[tokio::test]
+async fn the_sqlite_members_index_is_kept_in_key_order_and_its_rows_survive_migration_6() {
+    use groupwatch::core::model::{GroupKey, GroupSnapshot, Member, Provider, StoredGroup};
+    let store = TestStore::sqlite().await;
+    let writer = groupwatch::store::connect(&store.url()).await.unwrap();
+    let mut member = Member::unknown("abel");
+    member.join_time = Some(1_600_000_123);
+    for chat in ["wrAAAA", "wrBBBB"] {
+        let mut snapshot = GroupSnapshot::empty(chat);
+        snapshot.members = vec![member.clone(), Member::unknown("zoe")];
+        let key = GroupKey::new(Provider::Wecom, TENANT, chat);
+        writer.commit(&key, &StoredGroup::new(snapshot), &[], &[]).await.unwrap();
+    }
+    let groups_of_abel = |store| async move {
+        let s: std::sync::Arc<dyn groupwatch::store::SnapshotStore> = store;
+        let rows = s.member_groups(Provider::Wecom, TENANT, "abel", "", 10).await.unwrap();
+        rows.into_iter().map(|g| (g.chat_id, g.join_time)).collect::<Vec<_>>()
+    };
+    let expected = vec![("wrAAAA".to_owned(), Some(1_600_000_123)), ("wrBBBB".to_owned(), Some(1_600_000_123))];
+    assert_eq!(groups_of_abel(writer.clone()).await, expected);
+    let has_rowid = || async {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&store.url()).await.unwrap();
+        sqlx::query("SELECT rowid FROM group_members").fetch_all(&mut c).await.is_ok()
+    };
+    assert!(!has_rowid().await, "the members index has rowids: each member's group costs a second lookup");
+    drop(writer);
+
+    // Back to the rowid table of migration 3, rows and all.
+    store.exec("CREATE TABLE old_members AS SELECT * FROM group_members").await;
+    store.exec("DROP TABLE group_members").await;
+    store
+        .exec(
+            "CREATE TABLE group_members (provider TEXT NOT NULL, tenant TEXT NOT NULL, userid TEXT NOT NULL, \
+             chat_id TEXT NOT NULL, join_time INTEGER, PRIMARY KEY (provider, tenant, userid, chat_id))",
+        )
+        .await;
+    assert_eq!(store.exec("INSERT INTO group_members SELECT * FROM old_members").await, 4);
+    store.exec("DROP TABLE old_members").await;
+    assert!(has_rowid().await);
+    assert_eq!(store.exec("DELETE FROM _sqlx_migrations WHERE version = 6").await, 1);
+
+    let migrated = groupwatch::store::connect(&store.url()).await.unwrap();
+    assert!(!has_rowid().await, "migration 6 did not rebuild the table");
+    assert_eq!(groups_of_abel(migrated).await, expected);
+}
+
 /// The read API's pool is its own, and read-only on SQLite: it can never write, nor hold the
 /// single writer's lock.
 #[tokio::test]
