@@ -28,8 +28,13 @@ EX=${GROUPWATCH__AMQP__EXCHANGE:-gwbench}  # amqp.exchange in bench/groupwatch-b
 
 bash scripts/services.sh
 command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
-cargo build --release --locked --bin groupwatch --example gen_callbacks >&2
-BIN=target/release/groupwatch
+# BIN=path runs another build of groupwatch (to compare two builds in interleaved runs).
+if [ -n "${BIN:-}" ]; then
+  cargo build --release --locked --example gen_callbacks >&2
+else
+  cargo build --release --locked --bin groupwatch --example gen_callbacks >&2
+  BIN=target/release/groupwatch
+fi
 REQS=$(mktemp /tmp/gw-callbacks.XXXXXX)
 WARM_REQS=$(mktemp /tmp/gw-callbacks.XXXXXX)
 trap 'rm -f "$REQS" "$WARM_REQS"; [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null || true' EXIT
@@ -40,15 +45,15 @@ purge() { # the intake and every inbound shard, whatever amqp.inbound_shards is
   done
 }
 rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
-# serve's and the broker's CPU ticks, stolen and total ticks, wall seconds, and the hand-off's
-# summed confirm time (over 100% when flushes overlap: amqp.handoff_in_flight > 1).
+# serve's and the broker's CPU ticks, stolen and total ticks, wall seconds, the hand-off's
+# summed confirm time (over 100% when flushes overlap: amqp.handoff_in_flight > 1), and idle ticks.
 sample() {
-  local serve broker steal total handoff
+  local serve broker steal total handoff idle
   serve=$(awk '{ print $14 + $15 }' "/proc/$PID/stat")
   broker=$(for p in $(pgrep -f beam.smp); do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | awk '{ t += $1 } END { print t + 0 }')
-  read -r steal total < <(awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat)
+  read -r steal total idle < <(awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t, $5 + $6 }' /proc/stat)
   handoff=$(curl -fs "http://127.0.0.1:$OPS_PORT/metrics" | awk '$1 == "groupwatch_handoff_seconds_sum" { print $2 }')
-  echo "$serve $broker $steal $total $(date +%s.%N) ${handoff:-0}"
+  echo "$serve $broker $steal $total $(date +%s.%N) ${handoff:-0} $idle"
 }
 to_ms() { # wrk prints 812.00us, 1.23ms or 1.01s
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n *= 1; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
@@ -77,9 +82,10 @@ for run in $(seq "$RUNS"); do
     "http://127.0.0.1:$PORT" -- "$REQS" > /tmp/gw-bench-wrk.txt
   after=$(sample)
   peak=$(rss_kb "$PID" VmHWM)
-  usage=$(echo "$before $after" | awk -v hz="$(getconf CLK_TCK)" '{ wall = $11 - $5
-    printf "serve CPU %d%%  broker CPU %d%%  steal %d%%  confirm wait %d%%", 100 * ($7 - $1) / (wall * hz),
-      100 * ($8 - $2) / (wall * hz), 100 * ($9 - $3) / ($10 - $4), 100 * ($12 - $6) / wall }')
+  usage=$(echo "$before $after" | awk -v hz="$(getconf CLK_TCK)" '{ wall = $12 - $5; ticks = $11 - $4
+    printf "serve CPU %d%%  broker CPU %d%%  machine idle %d%%  steal %d%%  confirm wait %d%%",
+      100 * ($8 - $1) / (wall * hz), 100 * ($9 - $2) / (wall * hz), 100 * ($14 - $7) / ticks,
+      100 * ($10 - $3) / ticks, 100 * ($13 - $6) / wall }')
   batches=$(curl -fs "http://127.0.0.1:$OPS_PORT/metrics" | awk '/^groupwatch_handoff_batch_events_(sum|count)/ { v[$1] = $2 } END { for (k in v) if (k ~ /count/) c = v[k]; else s = v[k]; if (c > 0) printf "%.1f", s / c; else print "?" }')
   kill -TERM "$PID"; wait "$PID" || true; PID=
   rps=$(awk '/^Requests\/sec/ { print $2 }' /tmp/gw-bench-wrk.txt)

@@ -4,7 +4,8 @@
 //! per group commit, see [`crate::queue::inbound`]). Every `serve` instance runs a forwarder; the
 //! intake queue's single-active-consumer lets one of them receive at a time, so the intake's
 //! order is kept. It takes the messages that are ready (up to `PREFETCH`), regroups their items
-//! by shard in arrival order, publishes one message per shard, and acks the intake messages only
+//! by shard in arrival order (reading only what routes them; the worker decodes the rest, and
+//! parks a message it cannot read), publishes one message per shard, and acks the intake messages only
 //! once the broker has confirmed every copy. An interruption (a crash, a lost connection, a
 //! refused publish) leaves them unacked, so the broker gives them again, in order, to whichever
 //! forwarder is active: an item may reach its shard twice, never zero times. The first copies
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ops::Links;
 use crate::queue::broker::{Broker, BrokerError, Link, Outgoing};
 use crate::queue::dead;
-use crate::queue::inbound::{self, InboundEvent};
+use crate::queue::inbound;
 
 /// Intake messages taken at once (each holds up to `amqp.handoff_max_batch` items).
 const PREFETCH: u16 = 256;
@@ -154,20 +155,22 @@ fn take_ready(consumer: &mut lapin::Consumer, ready: &mut Vec<Delivery>) -> Resu
 }
 
 /// Publishes the items of `deliveries` to their shard queues, in order, and waits for every
-/// confirm. A message that is not an inbound batch (or of a newer format than this release reads)
-/// is parked in the dead-letter queue as it came: the intake's order cannot wait behind it.
+/// confirm. Items are regrouped as they were queued, without decoding their reports: this runs on
+/// the front door's runtime, between callbacks. A message that is not an inbound batch (or of a
+/// newer format than this release reads) is parked in the dead-letter queue as it came: the
+/// intake's order cannot wait behind it.
 async fn forward(broker: &Broker, deliveries: &[Delivery]) -> Result<(), BrokerError> {
     let started = Instant::now();
     let topology = broker.topology();
-    let mut by_shard: BTreeMap<u16, Vec<InboundEvent>> = BTreeMap::new();
+    let mut by_shard: BTreeMap<u16, Vec<inbound::Routed<'_>>> = BTreeMap::new();
     let mut items = 0usize;
     let mut unreadable = Vec::new();
     for delivery in deliveries {
-        match inbound::decode(&delivery.data) {
-            Ok(batch) => {
-                for event in batch.events {
+        match inbound::route(&delivery.data) {
+            Ok(routed) => {
+                for item in routed {
                     items += 1;
-                    by_shard.entry(topology.shard_for(&event.chat_id)).or_default().push(event);
+                    by_shard.entry(topology.shard_for(&item.chat_id)).or_default().push(item);
                 }
             }
             Err(e) => unreadable.push((delivery, e)),
@@ -176,11 +179,11 @@ async fn forward(broker: &Broker, deliveries: &[Delivery]) -> Result<(), BrokerE
     let mut queues = Vec::new();
     let mut bodies = Vec::new();
     let mut properties = Vec::new();
-    for (shard, events) in &by_shard {
-        for chunk in events.chunks(MAX_ITEMS) {
+    for (shard, routed) in &by_shard {
+        for chunk in routed.chunks(MAX_ITEMS) {
             queues.push(topology.inbound_queue(*shard));
-            bodies.push(inbound::encode(chunk));
-            properties.push(inbound::properties(chunk));
+            bodies.push(inbound::encode_routed(chunk));
+            properties.push(inbound::routed_properties(chunk));
         }
     }
     let outgoing: Vec<Outgoing<'_>> = queues

@@ -13,6 +13,8 @@
 
 use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -139,11 +141,91 @@ pub fn encode(events: &[InboundEvent]) -> Vec<u8> {
 /// Properties of a queued inbound message; one holding a single item carries its key as the
 /// message id, for operators reading a queue.
 pub fn properties(events: &[InboundEvent]) -> BasicProperties {
+    properties_with_id(match events {
+        [only] => Some(&only.key),
+        _ => None,
+    })
+}
+
+fn properties_with_id(message_id: Option<&str>) -> BasicProperties {
     let properties = BasicProperties::default().with_content_type("application/json".into());
-    match events {
-        [only] => properties.with_message_id(only.key.as_str().into()),
-        _ => properties,
+    match message_id {
+        Some(id) => properties.with_message_id(id.into()),
+        None => properties,
     }
+}
+
+/// An item of a queued message as the forwarder reads it: what routes it, and its JSON as queued.
+/// Its reports are not decoded here (most of an item's bytes and of the time to read it); the
+/// worker decodes the whole item, and parks a message it cannot read.
+#[derive(Debug)]
+pub struct Routed<'a> {
+    pub chat_id: Cow<'a, str>,
+    pub key: Cow<'a, str>,
+    /// The item, as JSON in this release's format.
+    pub json: Cow<'a, str>,
+}
+
+/// Reads the items of a queued message of this release's format (or of the previous one) far
+/// enough to route them: the envelope, and each item's `chat_id` and `key`.
+pub fn route(body: &[u8]) -> Result<Vec<Routed<'_>>, DecodeError> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        v: Option<u8>,
+        #[serde(borrow)]
+        events: Vec<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        chat_id: Cow<'a, str>,
+        #[serde(borrow)]
+        key: Cow<'a, str>,
+    }
+    let envelope: Envelope<'_> = serde_json::from_slice(body)?;
+    match envelope.v {
+        Some(FORMAT) => envelope
+            .events
+            .into_iter()
+            .map(|item| {
+                let head: Head<'_> = serde_json::from_str(item.get())?;
+                Ok(Routed { chat_id: head.chat_id, key: head.key, json: Cow::Borrowed(item.get()) })
+            })
+            .collect(),
+        Some(other) => Err(DecodeError::Unknown(other)),
+        None => Ok(v1::decode(body)?
+            .into_iter()
+            .map(|e| Routed {
+                json: Cow::Owned(serde_json::to_string(&e).expect("serialisable")),
+                chat_id: Cow::Owned(e.chat_id),
+                key: Cow::Owned(e.key),
+            })
+            .collect()),
+    }
+}
+
+/// The body of a message holding `items`, in this release's format: [`encode`] of the decoded
+/// items, without decoding them.
+pub fn encode_routed(items: &[Routed<'_>]) -> Vec<u8> {
+    let size = items.iter().map(|i| i.json.len() + 1).sum::<usize>();
+    let mut body = Vec::with_capacity(size + 20);
+    body.extend_from_slice(format!("{{\"v\":{FORMAT},\"events\":[").as_bytes());
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item.json.as_bytes());
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// [`properties`] of a message holding `items`.
+pub fn routed_properties(items: &[Routed<'_>]) -> BasicProperties {
+    properties_with_id(match items {
+        [only] => Some(&only.key),
+        _ => None,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -335,5 +417,94 @@ async fn flush(broker: &Broker, batch: Vec<Job>) {
     for waiter in waiters {
         // The caller may have gone (client disconnected); the event is queued all the same.
         let _ = waiter.send(result.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::report::ReportKind;
+    use proptest::prelude::*;
+
+    fn any_event() -> impl Strategy<Value = InboundEvent> {
+        let text = || proptest::string::string_regex("(?s).{0,12}").expect("regex");
+        let report = (any::<i64>(), 0..8usize, proptest::collection::vec(text(), 0..4), proptest::option::of(text()))
+            .prop_map(|(at, kind, members, version)| {
+                let kinds = [
+                    ReportKind::Create,
+                    ReportKind::MembersJoined,
+                    ReportKind::MembersLeft,
+                    ReportKind::NameChanged,
+                    ReportKind::OwnerChanged,
+                    ReportKind::NoticeChanged,
+                    ReportKind::OtherUpdate,
+                    ReportKind::Dismiss,
+                ];
+                let members: Vec<&str> = members.iter().map(String::as_str).collect();
+                ChangeReport { member_version: version, ..ChangeReport::new(kinds[kind].clone(), at, &members) }
+            });
+        (text(), text(), text(), any::<bool>(), any::<bool>(), proptest::collection::vec(report, 0..3)).prop_map(
+            |(tenant, chat_id, key, dedupe, by_alias, reports)| {
+                let mut event = InboundEvent::change(Provider::Wecom, &tenant, &chat_id, key, dedupe, reports, 7);
+                event.by_alias = by_alias;
+                event
+            },
+        )
+    }
+
+    proptest! {
+        /// The forwarder regroups items without decoding them: what it writes decodes to the same
+        /// items, in the same order, whatever their text holds (quotes, escapes, any Unicode).
+        #[test]
+        fn routed_items_decode_as_they_were_queued(
+            events in proptest::collection::vec(any_event(), 1..6),
+            cut in 0..6usize,
+        ) {
+            let body = encode(&events);
+            let routed = route(&body).expect("our own format");
+            prop_assert_eq!(routed.len(), events.len());
+            for (item, event) in routed.iter().zip(&events) {
+                prop_assert_eq!(&item.chat_id, &event.chat_id);
+                prop_assert_eq!(&item.key, &event.key);
+            }
+            let cut = cut.min(routed.len());
+            let (first, second) = routed.split_at(cut);
+            let mut again = Vec::new();
+            for part in [first, second] {
+                if !part.is_empty() {
+                    again.extend(decode(&encode_routed(part)).expect("decodable").events);
+                }
+            }
+            prop_assert_eq!(again, events);
+        }
+    }
+
+    #[test]
+    fn a_single_routed_item_carries_its_key_as_message_id() {
+        let event = InboundEvent::change(Provider::Wecom, "t", "wr1", "the-key".into(), true, Vec::new(), 7);
+        let body = encode(std::slice::from_ref(&event));
+        let routed = route(&body).unwrap();
+        assert_eq!(routed_properties(&routed), properties(std::slice::from_ref(&event)));
+        assert_eq!(routed_properties(&routed).message_id().as_ref().map(|id| id.as_str()), Some("the-key"));
+    }
+
+    #[test]
+    fn the_previous_format_is_routed_as_this_one() {
+        let body = br#"{"events":[{"provider":"wecom","tenant":"t","received_at_ms":5,"key":"k1",
+            "event":{"create_time":9,"chat_id":"wrOLD","change_type":"update","update_detail":"add_member","mem_change_list":["u1"]}}]}"#;
+        let routed = route(body).expect("the previous format");
+        assert_eq!(routed.len(), 1);
+        assert_eq!(routed[0].chat_id, "wrOLD");
+        let again = decode(&encode_routed(&routed)).expect("decodable").events;
+        assert_eq!(again, decode(body).expect("decodable").events);
+    }
+
+    #[test]
+    fn what_cannot_be_routed_is_refused() {
+        assert!(matches!(route(br#"{"v":3,"events":[]}"#), Err(DecodeError::Unknown(3))));
+        assert!(route(br#"{"not":"a batch"}"#).is_err());
+        assert!(route(br#"{"v":2,"events":[{"key":"k"}]}"#).is_err(), "an item without chat_id");
+        assert!(route(br#"{"v":2,"events":[{"chat_id":"c","key":1}]}"#).is_err(), "a key that is not text");
+        assert!(route(br#"{"v":2,"events":[1]}"#).is_err());
     }
 }
