@@ -13,6 +13,11 @@
 # Measured without the warm-up, that pause (the harness's own clean-up) lands in the run and
 # reads as a p99 of 100-190 ms.
 #
+# "machine idle" is the share of both cores nobody used (serve, wrk, RabbitMQ and the rest).
+#
+# BIN=path measures another build of groupwatch (copy builds aside and interleave their runs: this
+# machine's speed drifts by 20% within an hour).
+#
 #   bench/ingest.sh                      # RUNS=3 DURATION=10 WARMUP=5 CONNS=64 N=300000
 set -euo pipefail
 cd "$(dirname "$0")/.."

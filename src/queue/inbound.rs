@@ -467,6 +467,7 @@ mod tests {
                 prop_assert_eq!(&item.chat_id, &event.chat_id);
                 prop_assert_eq!(&item.key, &event.key);
             }
+            prop_assert_eq!(encode_routed(&routed), body.clone(), "items are copied as queued");
             let cut = cut.min(routed.len());
             let (first, second) = routed.split_at(cut);
             let mut again = Vec::new();
