@@ -44,8 +44,11 @@ pub struct Budget {
 /// Allows a sixth of the per-minute budget as a burst, so a quiet account can absorb a spike.
 fn quota(per_minute: u32) -> Quota {
     let per_minute = NonZeroU32::new(per_minute.max(1)).expect("positive");
-    let burst = NonZeroU32::new((per_minute.get() / 6).max(1)).expect("positive");
-    Quota::per_minute(per_minute).allow_burst(burst)
+    Quota::per_minute(per_minute).allow_burst(burst(per_minute.get()))
+}
+
+fn burst(per_minute: u32) -> NonZeroU32 {
+    NonZeroU32::new((per_minute / 6).max(1)).expect("positive")
 }
 
 struct CachedToken {
@@ -177,11 +180,20 @@ impl Account {
     /// This instance's share of the rate: rebuilt when the number of live workers changes.
     fn limiter(&self) -> Arc<DefaultDirectRateLimiter> {
         let workers = self.shared.get().map_or(1, |s| s.live_workers());
+        self.limiter_for(workers)
+    }
+
+    /// A rebuilt limiter starts empty. A new one would allow its whole burst at once, and a live
+    /// count that flaps (a heartbeat late under load: 3, 2, 3 workers) would then allow a burst per
+    /// change on every instance, beyond the budget they share.
+    fn limiter_for(&self, workers: usize) -> Arc<DefaultDirectRateLimiter> {
         let mut rate = self.rate.lock().expect("rate lock");
         if rate.0 != workers {
             let share = (self.budget.per_minute / workers as u32).max(1);
             tracing::info!(account = %self.key, workers, per_minute = share, "API rate share changed");
-            *rate = (workers, Arc::new(RateLimiter::direct(quota(share))));
+            let limiter = RateLimiter::direct(quota(share));
+            let _ = limiter.check_n(burst(share));
+            *rate = (workers, Arc::new(limiter));
         }
         rate.1.clone()
     }
@@ -296,6 +308,19 @@ mod tests {
         assert_eq!(account.token(None, fetch).await.unwrap(), "t0");
         assert_eq!(account.token(Some("t0"), fetch).await.unwrap(), "t1");
         assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_live_count_that_flaps_allows_no_burst_beyond_the_first() {
+        let account = Account::new("wecom:corp".into(), budget());
+        let at_once = |workers| {
+            let limiter = account.limiter_for(workers);
+            (0..1_000).take_while(|_| limiter.check().is_ok()).count()
+        };
+        assert_eq!(at_once(1), 100, "alone, a sixth of 600 a minute at once");
+        // The loop takes well under the 100 ms in which even the whole rate earns one call.
+        let after_changes: usize = [3, 2, 3, 2, 3].into_iter().map(at_once).sum();
+        assert!(after_changes <= 1, "rebuilt limiters allowed {after_changes} calls at once");
     }
 
     #[tokio::test]
