@@ -218,7 +218,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             let config = load_config(&config)?;
             let s = groupwatch::queue::dead::redrive(&config.amqp).await?;
             println!(
-                "re-injected {} events from {} dead letters; {} left in the dead-letter queue (not groupwatch batches)",
+                "re-injected {} events from {} dead letters; {} left in the dead-letter queue (not batches this release reads)",
                 s.events, s.messages, s.left
             );
             Ok(ExitCode::SUCCESS)

@@ -12,24 +12,37 @@ use crate::queue::inbound::{self, InboundBatch, InboundEvent};
 /// Publishes a failed inbound item (or, with `item` absent, an undecodable message as it came)
 /// to `{exchange}.dead` with the reason in its headers.
 pub async fn park(broker: &Broker, body: &[u8], reason: &str, item: Option<&InboundEvent>) -> Result<(), BrokerError> {
+    let names = item.map(|e| (e.provider.as_str(), e.tenant.as_str(), e.chat_id.as_str()));
+    publish_dead(broker, body, reason, names.map(|(p, t, _)| (p, t)), names.map(|(_, _, c)| c)).await
+}
+
+/// Parks an item this release cannot read, alone, with its chat in the headers when known.
+pub async fn park_unreadable(broker: &Broker, item: &inbound::Unreadable, reason: &str) -> Result<(), BrokerError> {
+    publish_dead(broker, &item.body, reason, None, item.chat_id.as_deref()).await
+}
+
+async fn publish_dead(
+    broker: &Broker,
+    body: &[u8],
+    reason: &str,
+    tenant: Option<(&str, &str)>,
+    chat_id: Option<&str>,
+) -> Result<(), BrokerError> {
     let topology = broker.topology();
     let mut headers = FieldTable::default();
     headers.insert("x-groupwatch-reason".into(), AMQPValue::LongString(reason.to_owned().into()));
     headers.insert("x-groupwatch-failed-at".into(), AMQPValue::LongLongInt(crate::core::clock::now_ms()));
-    if let Some(e) = item {
-        headers.insert("x-groupwatch-provider".into(), AMQPValue::LongString(e.provider.as_str().to_owned().into()));
-        headers.insert("x-groupwatch-tenant".into(), AMQPValue::LongString(e.tenant.clone().into()));
-        headers.insert("x-groupwatch-chat-id".into(), AMQPValue::LongString(e.chat_id.clone().into()));
+    if let Some((provider, tenant)) = tenant {
+        headers.insert("x-groupwatch-provider".into(), AMQPValue::LongString(provider.to_owned().into()));
+        headers.insert("x-groupwatch-tenant".into(), AMQPValue::LongString(tenant.to_owned().into()));
+    }
+    if let Some(chat_id) = chat_id {
+        headers.insert("x-groupwatch-chat-id".into(), AMQPValue::LongString(chat_id.to_owned().into()));
     }
     let properties = BasicProperties::default().with_content_type("application/json".into()).with_headers(headers);
     broker.publish("", &topology.dead_letter_queue(), body, properties).await?;
     metrics::counter!("groupwatch_dead_letters_total").increment(1);
-    tracing::error!(
-        reason,
-        tenant = item.map(|e| e.tenant.as_str()),
-        chat_id = item.map(|e| e.chat_id.as_str()),
-        "work moved to the dead-letter queue"
-    );
+    tracing::error!(reason, tenant = tenant.map(|(_, t)| t), chat_id, "work moved to the dead-letter queue");
     Ok(())
 }
 
@@ -46,7 +59,7 @@ pub struct RedriveSummary {
     pub messages: usize,
     /// Items they held.
     pub events: usize,
-    /// Messages left in the dead-letter queue because they are not groupwatch batches.
+    /// Messages left in the dead-letter queue because they are not batches this release reads (or hold an item it cannot read).
     pub left: usize,
 }
 

@@ -5,7 +5,7 @@
 //! intake queue's single-active-consumer lets one of them receive at a time, so the intake's
 //! order is kept. It takes the messages that are ready (up to `PREFETCH`), regroups their items
 //! by shard in arrival order (reading only what routes them; the worker decodes the rest, and
-//! parks a message it cannot read), publishes one message per shard, and acks the intake messages only
+//! parks, alone, an item it cannot read), publishes one message per shard, and acks the intake messages only
 //! once the broker has confirmed every copy. An interruption (a crash, a lost connection, a
 //! refused publish) leaves them unacked, so the broker gives them again, in order, to whichever
 //! forwarder is active: an item may reach its shard twice, never zero times. The first copies

@@ -157,7 +157,7 @@ fn properties_with_id(message_id: Option<&str>) -> BasicProperties {
 
 /// An item of a queued message as the forwarder reads it: what routes it, and its JSON as queued.
 /// Its reports are not decoded here (most of an item's bytes and of the time to read it); the
-/// worker decodes the whole item, and parks a message it cannot read.
+/// worker decodes each item, and parks one it cannot read alone (see [`decode_items`]).
 #[derive(Debug)]
 pub struct Routed<'a> {
     pub chat_id: Cow<'a, str>,
@@ -246,6 +246,60 @@ pub fn decode(body: &[u8]) -> Result<InboundBatch, DecodeError> {
         Some(FORMAT) => Ok(serde_json::from_slice(body)?),
         Some(other) => Err(DecodeError::Unknown(other)),
         None => Ok(InboundBatch::new(v1::decode(body)?)),
+    }
+}
+
+/// A queued message read item by item: what this release reads, and each item it cannot.
+#[derive(Debug, Default)]
+pub struct Items {
+    pub events: Vec<InboundEvent>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// An item of a readable envelope that this release cannot read (a corrupt item, or one a newer
+/// release wrote with a kind of work or report this one does not know).
+#[derive(Debug)]
+pub struct Unreadable {
+    /// The item alone, as a message of this release's format: what is parked, and what
+    /// `replay --dead-letters` reads once a release that understands it runs.
+    pub body: Vec<u8>,
+    /// Its chat, when at least that can be read (for the dead letter's headers).
+    pub chat_id: Option<String>,
+    pub error: serde_json::Error,
+}
+
+/// Reads a queued message as [`decode`] does, except that an unreadable item of a readable
+/// envelope is set apart instead of failing the whole message: a shard message gathers the items
+/// of many callbacks and chats, and one bad item must not hold the others up.
+pub fn decode_items(body: &[u8]) -> Result<Items, DecodeError> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        v: Option<u8>,
+        #[serde(borrow)]
+        events: Option<Vec<&'a RawValue>>,
+    }
+    #[derive(Deserialize)]
+    struct Chat {
+        chat_id: String,
+    }
+    let envelope: Envelope<'_> = serde_json::from_slice(body)?;
+    match (envelope.v, envelope.events) {
+        (Some(FORMAT), Some(raw)) => {
+            let mut items = Items::default();
+            for item in raw {
+                match serde_json::from_str::<InboundEvent>(item.get()) {
+                    Ok(event) => items.events.push(event),
+                    Err(error) => items.unreadable.push(Unreadable {
+                        body: format!("{{\"v\":{FORMAT},\"events\":[{}]}}", item.get()).into_bytes(),
+                        chat_id: serde_json::from_str::<Chat>(item.get()).ok().map(|c| c.chat_id),
+                        error,
+                    }),
+                }
+            }
+            Ok(items)
+        }
+        // Whatever else is read (the previous format) or refused as `decode` does.
+        _ => Ok(Items { events: decode(body)?.events, unreadable: Vec::new() }),
     }
 }
 
@@ -498,6 +552,49 @@ mod tests {
         assert_eq!(routed[0].chat_id, "wrOLD");
         let again = decode(&encode_routed(&routed)).expect("decodable").events;
         assert_eq!(again, decode(body).expect("decodable").events);
+    }
+
+    proptest! {
+        /// One unreadable item among readable ones is set apart alone, as a one-item message of
+        /// its own JSON; the others decode as queued, in order.
+        #[test]
+        fn an_unreadable_item_is_set_apart_and_the_rest_decode(
+            events in proptest::collection::vec(any_event(), 0..5),
+            at in 0..5usize,
+            bad in prop_oneof![
+                Just(r#"{"chat_id":"wrBAD","key":"k","provider":"wecom","tenant":"t","received_at_ms":1,"work":"teleport"}"#),
+                Just(r#"{"chat_id":"wrBAD","key":"k","provider":"nowhere","tenant":"t","received_at_ms":1}"#),
+                Just(r#"{"chat_id":"wrBAD","reports":"not a list"}"#),
+                Just(r#"{"key":"no chat"}"#),
+                Just("17"),
+            ],
+        ) {
+            let body = encode(&events);
+            let mut items: Vec<String> = route(&body).unwrap().into_iter().map(|r| r.json.into_owned()).collect();
+            let at = at.min(items.len());
+            items.insert(at, bad.to_owned());
+            let body = format!("{{\"v\":2,\"events\":[{}]}}", items.join(","));
+            let read = decode_items(body.as_bytes()).expect("a readable envelope");
+            prop_assert_eq!(&read.events, &events);
+            prop_assert_eq!(read.unreadable.len(), 1);
+            let parked = &read.unreadable[0];
+            prop_assert_eq!(String::from_utf8(parked.body.clone()).unwrap(), format!("{{\"v\":2,\"events\":[{bad}]}}"));
+            prop_assert_eq!(parked.chat_id.as_deref(), bad.contains("wrBAD").then_some("wrBAD"));
+            prop_assert!(decode(body.as_bytes()).is_err(), "decode refuses the message whole");
+        }
+    }
+
+    #[test]
+    fn decode_items_reads_and_refuses_envelopes_as_decode_does() {
+        let old = br#"{"events":[{"provider":"wecom","tenant":"t","received_at_ms":5,"key":"k1",
+            "event":{"create_time":9,"chat_id":"wrOLD","change_type":"update","update_detail":"add_member","mem_change_list":["u1"]}}]}"#;
+        let read = decode_items(old).expect("the previous format");
+        assert_eq!(read.events, decode(old).unwrap().events);
+        assert!(read.unreadable.is_empty());
+        assert!(matches!(decode_items(br#"{"v":3,"events":[]}"#), Err(DecodeError::Unknown(3))));
+        for refused in [&br#"{"not":"a batch"}"#[..], br#"{"v":2}"#, br#"{"v":2,"events":{}}"#, b"[1]", b""] {
+            assert!(decode_items(refused).is_err(), "{}", String::from_utf8_lossy(refused));
+        }
     }
 
     #[test]

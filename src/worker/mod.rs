@@ -520,7 +520,7 @@ impl Generation {
     }
 
     async fn accept(self: Arc<Self>, delivery: lapin::message::Delivery, flight: Arc<InFlight>) {
-        let batch = match inbound::decode(&delivery.data) {
+        let batch = match inbound::decode_items(&delivery.data) {
             Ok(b) => b,
             Err(e) => {
                 // Not ours to interpret, but never dropped silently: park it with the reason.
@@ -531,6 +531,14 @@ impl Generation {
                 return;
             }
         };
+        // Each unreadable item is parked alone, before anything is acked; its neighbours (other
+        // callbacks, often other chats) go on. Unacked if parking fails: redelivered whole.
+        for item in &batch.unreadable {
+            let reason = format!("undecodable inbound item: {}", item.error);
+            if dead::park_unreadable(&self.worker.broker, item, &reason).await.is_err() {
+                return;
+            }
+        }
         if batch.events.is_empty() {
             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
             return;

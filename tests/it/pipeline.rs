@@ -322,6 +322,74 @@ async fn poison_event_goes_to_the_dead_letter_queue_and_is_replayed_after_the_fi
     h.finish().await;
 }
 
+/// A shard message gathers the items of many callbacks; one the worker cannot read (here written
+/// by a "newer release" with a kind of work this one does not know) is parked alone, as a
+/// one-item message with its chat in the headers, and its neighbour in the same message is
+/// processed and published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_the_worker_cannot_read_is_parked_alone_and_its_neighbours_go_on() {
+    use groupwatch::queue::inbound::{self, InboundEvent, Work};
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    let mut h = Harness::start(TestStore::sqlite().await).await;
+    h.created().await;
+    // The group changed without a callback; a reconcile item finds the new member.
+    h.simc.add_member(CORP_ID, CHAT, external("wmNEIGHBOUR", 1700004000)).await.unwrap();
+    let good = InboundEvent::request(Work::Reconcile, groupwatch::core::model::Provider::Wecom, TENANT, CHAT, 1);
+    let bad = format!(
+        r#"{{"id":"newer","provider":"wecom","tenant":"{TENANT}","chat_id":"{CHAT}","received_at_ms":1,"key":"k","work":"teleport"}}"#
+    );
+    let good_json = String::from_utf8(inbound::encode(std::slice::from_ref(&good))).unwrap();
+    let good_item = good_json.strip_prefix(r#"{"v":2,"events":["#).unwrap().strip_suffix("]}").unwrap();
+    let body = format!(r#"{{"v":2,"events":[{bad},{good_item}]}}"#);
+    let ch = h.conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let shard = h.topology.inbound_queue(h.topology.shard_for(CHAT));
+    let confirm = ch
+        .basic_publish("", &shard, BasicPublishOptions::default(), body.as_bytes(), Default::default())
+        .await
+        .unwrap();
+    assert!(confirm.await.unwrap().is_ack());
+
+    let ev = h.tap.expect(1, WAIT).await;
+    assert_eq!(kinds(&ev), [(EventType::MemberJoin, Some("wmNEIGHBOUR"), None)], "the neighbour went on");
+    let dead = h.topology.dead_letter_queue();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while queue_len(&h.conn, &dead).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the unreadable item reached {dead}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(queue_len(&h.conn, &dead).await, 1, "only the unreadable item is parked");
+    let msg = ch.basic_get(&dead, Default::default()).await.unwrap().unwrap();
+    assert_eq!(String::from_utf8(msg.delivery.data.clone()).unwrap(), format!(r#"{{"v":2,"events":[{bad}]}}"#));
+    let headers = msg.delivery.properties.headers().clone().unwrap();
+    let header = |name: &str| match headers.inner().get(name) {
+        Some(lapin::types::AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(header("x-groupwatch-chat-id"), CHAT);
+    assert!(header("x-groupwatch-reason").contains("teleport"), "{}", header("x-groupwatch-reason"));
+    msg.delivery.acker.nack(lapin::options::BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+    // Unacked messages go back to their queue when the worker's channel closes.
+    h.app.take().expect("running").stop().await;
+    assert_eq!(queue_len(&h.conn, &shard).await, 0, "the shard message was acked");
+
+    // This release still cannot read it: the redrive leaves it parked rather than loop on it.
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("groupwatch.toml");
+    std::fs::write(&config_path, &h.config).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        .args(["replay", "--dead-letters", "--config"])
+        .arg(&config_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("re-injected 0 events from 0 dead letters; 1 left"), "{said}");
+    assert_eq!(queue_len(&h.conn, &dead).await, 1);
+    h.finish().await;
+}
+
 /// A change to a quiet chat is fetched at once (leading edge); with `worker.leading_edge = false`
 /// it waits out `worker.coalesce_ms` first. A 10 s window tells the two apart without timing
 /// anything finer than seconds.
