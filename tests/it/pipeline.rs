@@ -271,6 +271,21 @@ async fn wecom_api_faults_mid_stream_lose_nothing_and_invent_nothing() {
     h.finish().await;
 }
 
+/// Runs `groupwatch replay --dead-letters` with `config`; returns what it printed.
+async fn replay_dead_letters(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("groupwatch.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
+        .args(["replay", "--dead-letters", "--config"])
+        .arg(&config_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_event_goes_to_the_dead_letter_queue_and_is_replayed_after_the_fix() {
     let h = Harness::start_custom(TestStore::sqlite().await, Default::default(), fault_config).await;
@@ -302,17 +317,8 @@ async fn poison_event_goes_to_the_dead_letter_queue_and_is_replayed_after_the_fi
 
     // Fixed: the permission is back. Replay the dead letters with the command.
     simc.clear_faults().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("groupwatch.toml");
-    std::fs::write(&config_path, &h.config).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
-        .args(["replay", "--dead-letters", "--config"])
-        .arg(&config_path)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("re-injected 1 events from 1 dead letters"));
+    let said = replay_dead_letters(&h.config).await;
+    assert!(said.contains("re-injected 1 events from 1 dead letters"), "{said}");
 
     let ev = tap.expect(1, WAIT).await;
     assert_eq!(kinds(&ev), [(EventType::MemberJoin, Some("wmPOISON"), Some(1700003001))], "it keeps its time");
@@ -374,17 +380,7 @@ async fn an_item_the_worker_cannot_read_is_parked_alone_and_its_neighbours_go_on
     assert_eq!(queue_len(&h.conn, &shard).await, 0, "the shard message was acked");
 
     // This release still cannot read it: the redrive leaves it parked rather than loop on it.
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("groupwatch.toml");
-    std::fs::write(&config_path, &h.config).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_groupwatch"))
-        .args(["replay", "--dead-letters", "--config"])
-        .arg(&config_path)
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = replay_dead_letters(&h.config).await;
     assert!(said.contains("re-injected 0 events from 0 dead letters; 1 left"), "{said}");
     assert_eq!(queue_len(&h.conn, &dead).await, 1);
     h.finish().await;
