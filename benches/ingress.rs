@@ -1,5 +1,5 @@
-//! verify + decrypt + parse of one callback through the provider's codec: the CPU work on the
-//! HTTP path. Run: `cargo bench --bench ingress`
+//! verify + decrypt + parse of one callback through the provider's codec, and the replay cache's
+//! check and commit of it: the CPU work on the HTTP path. Run: `cargo bench --bench ingress`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use groupwatch::provider::wecom::codec::{sign, WecomCodec};
@@ -68,5 +68,48 @@ fn bench_ingress(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_ingress);
+/// Distinct digests, as signatures are.
+fn digest(n: u64) -> [u8; 20] {
+    let mut out = [0u8; 20];
+    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for chunk in out.chunks_mut(8) {
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    out
+}
+
+/// One accepted callback's cost in the replay cache at its default size, full (so each new entry
+/// evicts the oldest): the check that reserves it and, 32 callbacks later (the hand-off's wait),
+/// the commit.
+fn bench_replay_cache(c: &mut Criterion) {
+    use groupwatch::ingress::replay::{ReplayCache, Seen};
+    use std::collections::VecDeque;
+    const ENTRIES: usize = 100_000;
+    let cache = ReplayCache::new(std::time::Duration::from_secs(300), ENTRIES);
+    let mut n = 0u64;
+    let mut fresh = |cache: &std::sync::Arc<ReplayCache>| {
+        n += 1;
+        match cache.check(1, digest(n)) {
+            Seen::New(reservation) => reservation,
+            _ => panic!("every digest is new"),
+        }
+    };
+    for _ in 0..ENTRIES {
+        fresh(&cache).commit();
+    }
+    let mut waiting: VecDeque<_> = (0..32).map(|_| fresh(&cache)).collect();
+    let mut group = c.benchmark_group("ingress");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("replay_cache/check_and_commit/100000_full", |b| {
+        b.iter(|| {
+            waiting.push_back(fresh(&cache));
+            waiting.pop_front().expect("32 waiting").commit();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_ingress, bench_replay_cache);
 criterion_main!(benches);
