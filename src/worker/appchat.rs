@@ -18,7 +18,8 @@ use crate::worker::cluster::Membership;
 
 /// Polls every tenant's app chats until `stop`, one timer per tenant. The first look is at once,
 /// so that the baseline is in place before anything changes. Each poll is a turn (a lease in the
-/// store): with several instances, one of them polls each period.
+/// store): with several instances, one of them polls each period. A poll the broker did not take
+/// gives its turn back, so the next tick (a quarter period later) polls again.
 pub async fn poll(inbound: Inbound, tenants: Vec<WecomTenant>, membership: Arc<Membership>, stop: CancellationToken) {
     let tasks = tenants.into_iter().filter(|t| !t.appchats.is_empty()).map(|t| {
         let inbound = inbound.clone();
@@ -36,8 +37,9 @@ pub async fn poll(inbound: Inbound, tenants: Vec<WecomTenant>, membership: Arc<M
                     _ = stop.cancelled() => return,
                     _ = ticks.tick() => {}
                 }
-                if membership.claim_turn(&turn, period).await {
-                    request(&inbound, &t).await;
+                if membership.claim_turn(&turn, period).await && !request(&inbound, &t).await {
+                    // The next tick asks again, here or elsewhere; nothing is lost but a quarter period.
+                    membership.give_back_turn(&turn).await;
                 }
             }
         }
@@ -45,15 +47,16 @@ pub async fn poll(inbound: Inbound, tenants: Vec<WecomTenant>, membership: Arc<M
     futures_util::future::join_all(tasks).await;
 }
 
-async fn request(inbound: &Inbound, tenant: &WecomTenant) {
+/// Queues a reconcile request for each of the tenant's app chats; false if any was not queued.
+async fn request(inbound: &Inbound, tenant: &WecomTenant) -> bool {
     let at = now_ms();
     let requests = tenant.appchats.iter().map(|chat| {
         inbound.hand_off(InboundEvent::request(Work::Reconcile, Provider::Wecom, &tenant.tenant, chat, at))
     });
     let failed = futures_util::future::join_all(requests).await.into_iter().filter(Result::is_err).count();
     if failed > 0 {
-        // The next tick asks again; nothing is lost but time.
-        tracing::warn!(tenant = %tenant.tenant, failed, "app chat poll could not be queued");
+        tracing::warn!(tenant = %tenant.tenant, failed, "app chat poll could not be queued; trying again at the next tick");
     }
     metrics::counter!("groupwatch_appchat_polls_total").increment((tenant.appchats.len() - failed) as u64);
+    failed == 0
 }

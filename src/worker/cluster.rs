@@ -103,6 +103,16 @@ impl Membership {
         }
     }
 
+    /// Gives back a turn whose work failed (a listing the vendor refused, requests the broker
+    /// did not take), so that the next ask, here or on another instance, takes it again instead
+    /// of the work waiting out the whole period.
+    pub async fn give_back_turn(&self, name: &str) {
+        self.turns.lock().expect("turns lock").remove(name);
+        if let Err(e) = self.store.release_lease(name, &self.instance_id).await {
+            tracing::warn!(lease = name, error = %e, "cannot give a turn back; it ends with its period");
+        }
+    }
+
     /// An instance that has not heartbeat for this long is dead.
     fn expiry(&self) -> Duration {
         self.rebalance / 2

@@ -174,7 +174,8 @@ fn progress_bar(tenant: &str, len: usize) -> ProgressBar {
 
 /// Inside `serve`: every `interval`, queues a reconcile request for every group of every tenant.
 /// Each tenant's turn is a lease in the store, so with several instances a tenant is listed once
-/// per interval, by whichever instance takes the turn.
+/// per interval, by whichever instance takes the turn. A turn whose listing or hand-off fails is
+/// given back and taken again at the next tick (a quarter interval later), not an interval later.
 pub async fn run_periodically(
     registry: Arc<Registry>,
     inbound: Inbound,
@@ -213,8 +214,11 @@ pub async fn run_periodically(
             match request_tenant(lister.as_ref(), &inbound, &target).await {
                 Ok(chats) => tracing::info!(provider = %target.provider, tenant = %target.tenant, groups = chats.len(),
                     "resync requested"),
-                Err(e) => tracing::warn!(provider = %target.provider, tenant = %target.tenant, error = %e,
-                    "resync could not be requested"),
+                Err(e) => {
+                    tracing::warn!(provider = %target.provider, tenant = %target.tenant, error = %e,
+                        "resync could not be requested; trying again at the next tick");
+                    membership.give_back_turn(&turn).await;
+                }
             }
         }
     }

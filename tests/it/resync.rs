@@ -146,3 +146,35 @@ async fn resync_command_prints_a_summary() {
     let config = Config::from_toml(&toml, std::iter::empty()).unwrap();
     cleanup(&conn, &groupwatch::queue::broker::Topology::from_config(&config.amqp)).await;
 }
+
+/// A periodic resync whose listing fails gives its turn back: the tenant is listed again at the
+/// next tick (a quarter interval later), not one whole interval later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_periodic_listing_is_tried_again_at_the_next_tick() {
+    const INTERVAL_MS: i64 = 8_000;
+    let h = Harness::start_custom(TestStore::sqlite().await, Default::default(), |exchange, store, api_base| {
+        pipeline_test_config(exchange, store, api_base)
+            .section(&format!("[resync]\ninterval_secs = {}\n", INTERVAL_MS / 1000))
+            .toml()
+    })
+    .await;
+    // The first listing, one interval after start, is refused (no permission: not retried within
+    // the listing).
+    h.simc.fault(json!({"errcode": 48002, "count": 1})).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_millis(3 * INTERVAL_MS as u64);
+    let listed = loop {
+        let listed = h.simc.call_times().await.unwrap().groupchat_list;
+        if listed.len() >= 2 {
+            break listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "listed {} time(s)", listed.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let gap = listed[1] - listed[0];
+    assert!(
+        gap < INTERVAL_MS * 3 / 4,
+        "listed again {gap} ms after the refused listing; the next tick is {} ms later, the next interval {INTERVAL_MS}",
+        INTERVAL_MS / 4
+    );
+    h.finish().await;
+}

@@ -603,6 +603,41 @@ async fn an_app_chat_member_added_in_the_simulator_is_published_within_one_poll_
     h.finish().await;
 }
 
+/// A poll the broker did not take gives its turn back, so the next tick (a quarter period later)
+/// polls again instead of the next period. Here the broker is out of reach when the first look,
+/// at start-up, is handed off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_chat_poll_the_broker_did_not_take_is_tried_again_at_the_next_tick() {
+    const PERIOD: Duration = Duration::from_secs(8);
+    let state = three_chats(
+        json!({"appchats": [{"chatid": APPCHAT, "name": "值班群", "owner": "abel", "userlist": ["abel", "jack"]}]}),
+    );
+    let sim = sim::spawn(state, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let simc = SimClient::new(sim.base_url());
+    let proxy = crate::common::proxy::Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    proxy.cut();
+    let exchange = unique_exchange();
+    let store = TestStore::sqlite().await;
+    let api_base = sim.base_url();
+    let config = pipeline_test_config(&exchange, &store, &api_base).amqp_url(&proxy.amqp_url()).toml().replace(
+        &format!("api_base = \"{api_base}\""),
+        &format!("api_base = \"{api_base}\"\nappchats = [\"{APPCHAT}\"]\nappchat_poll_secs = {}", PERIOD.as_secs()),
+    );
+    let app = spawn_app_with(&config, false).await;
+    let started = Instant::now();
+    // The first tick comes at once and finds no broker; the broker is back well before the next.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(proxy.refused() > 0, "the app tried the broker while it was out of reach");
+    assert!(bodies(&simc, "appchat/get").await.is_empty(), "nothing polled without a broker");
+    proxy.restore();
+    wait_for_appchat_polls(&simc, 1).await;
+    let took = started.elapsed();
+    assert!(took < PERIOD * 3 / 4, "the first look came {took:?} after start; the next tick is {:?} later", PERIOD / 4);
+    let topology = app.topology.clone();
+    app.stop().await;
+    cleanup(&amqp().await, &topology).await;
+}
+
 /// Waits until the simulator has answered at least `n` appchat/get calls; returns how many.
 async fn wait_for_appchat_polls(simc: &SimClient, n: usize) -> usize {
     let deadline = Instant::now() + WAIT;
