@@ -59,7 +59,8 @@ pub struct RedriveSummary {
     pub messages: usize,
     /// Items they held.
     pub events: usize,
-    /// Messages left in the dead-letter queue because they are not batches this release reads (or hold an item it cannot read).
+    /// Messages left in the dead-letter queue because they are not batches this release reads
+    /// (such as a parked item that only a newer release understands).
     pub left: usize,
 }
 
