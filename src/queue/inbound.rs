@@ -170,19 +170,13 @@ pub struct Routed<'a> {
 /// enough to route them: the envelope, and each item's `chat_id` and `key`.
 pub fn route(body: &[u8]) -> Result<Vec<Routed<'_>>, DecodeError> {
     #[derive(Deserialize)]
-    struct Envelope<'a> {
-        v: Option<u8>,
-        #[serde(borrow)]
-        events: Vec<&'a RawValue>,
-    }
-    #[derive(Deserialize)]
     struct Head<'a> {
         #[serde(borrow)]
         chat_id: Cow<'a, str>,
         #[serde(borrow)]
         key: Cow<'a, str>,
     }
-    let envelope: Envelope<'_> = serde_json::from_slice(body)?;
+    let envelope: RawBatch<'_> = serde_json::from_slice(body)?;
     match envelope.v {
         Some(FORMAT) => envelope
             .events
@@ -207,17 +201,30 @@ pub fn route(body: &[u8]) -> Result<Vec<Routed<'_>>, DecodeError> {
 /// The body of a message holding `items`, in this release's format: [`encode`] of the decoded
 /// items, without decoding them.
 pub fn encode_routed(items: &[Routed<'_>]) -> Vec<u8> {
-    let size = items.iter().map(|i| i.json.len() + 1).sum::<usize>();
+    batch_of_json(items.iter().map(|i| i.json.as_ref()))
+}
+
+/// A message body in this release's format holding `items`, each already JSON.
+fn batch_of_json<'a>(items: impl Iterator<Item = &'a str> + Clone) -> Vec<u8> {
+    let size = items.clone().map(|i| i.len() + 1).sum::<usize>();
     let mut body = Vec::with_capacity(size + 20);
     body.extend_from_slice(format!("{{\"v\":{FORMAT},\"events\":[").as_bytes());
-    for (n, item) in items.iter().enumerate() {
+    for (n, item) in items.enumerate() {
         if n > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(item.json.as_bytes());
+        body.extend_from_slice(item.as_bytes());
     }
     body.extend_from_slice(b"]}");
     body
+}
+
+/// A queued message's envelope, its items left as JSON.
+#[derive(Deserialize)]
+struct RawBatch<'a> {
+    v: Option<u8>,
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
 }
 
 /// [`properties`] of a message holding `items`.
@@ -273,24 +280,18 @@ pub struct Unreadable {
 /// of many callbacks and chats, and one bad item must not hold the others up.
 pub fn decode_items(body: &[u8]) -> Result<Items, DecodeError> {
     #[derive(Deserialize)]
-    struct Envelope<'a> {
-        v: Option<u8>,
-        #[serde(borrow)]
-        events: Option<Vec<&'a RawValue>>,
-    }
-    #[derive(Deserialize)]
     struct Chat {
         chat_id: String,
     }
-    let envelope: Envelope<'_> = serde_json::from_slice(body)?;
-    match (envelope.v, envelope.events) {
-        (Some(FORMAT), Some(raw)) => {
+    let envelope: RawBatch<'_> = serde_json::from_slice(body)?;
+    match envelope.v {
+        Some(FORMAT) => {
             let mut items = Items::default();
-            for item in raw {
+            for item in envelope.events {
                 match serde_json::from_str::<InboundEvent>(item.get()) {
                     Ok(event) => items.events.push(event),
                     Err(error) => items.unreadable.push(Unreadable {
-                        body: format!("{{\"v\":{FORMAT},\"events\":[{}]}}", item.get()).into_bytes(),
+                        body: batch_of_json(std::iter::once(item.get())),
                         chat_id: serde_json::from_str::<Chat>(item.get()).ok().map(|c| c.chat_id),
                         error,
                     }),

@@ -567,13 +567,7 @@ async fn an_app_chat_member_added_in_the_simulator_is_published_within_one_poll_
     let h =
         Harness::start_with_state(TestStore::sqlite().await, Default::default(), state, |exchange, store, api_base| {
             // confirm_delay_ms is 300 in pipeline_config (CONFIRM).
-            pipeline_config(exchange, store, api_base).replace(
-                &format!("api_base = \"{api_base}\""),
-                &format!(
-                    "api_base = \"{api_base}\"\nappchats = [\"{APPCHAT}\"]\nappchat_poll_secs = {}",
-                    POLL.as_secs()
-                ),
-            )
+            with_appchat(pipeline_config(exchange, store, api_base), api_base, POLL)
         })
         .await;
     // The first look (at start-up) is a baseline: the chat's members as they are, no events.
@@ -619,9 +613,10 @@ async fn an_app_chat_poll_the_broker_did_not_take_is_tried_again_at_the_next_tic
     let exchange = unique_exchange();
     let store = TestStore::sqlite().await;
     let api_base = sim.base_url();
-    let config = pipeline_test_config(&exchange, &store, &api_base).amqp_url(&proxy.amqp_url()).toml().replace(
-        &format!("api_base = \"{api_base}\""),
-        &format!("api_base = \"{api_base}\"\nappchats = [\"{APPCHAT}\"]\nappchat_poll_secs = {}", PERIOD.as_secs()),
+    let config = with_appchat(
+        pipeline_test_config(&exchange, &store, &api_base).amqp_url(&proxy.amqp_url()).toml(),
+        &api_base,
+        PERIOD,
     );
     let app = spawn_app_with(&config, false).await;
     let started = Instant::now();
@@ -636,6 +631,14 @@ async fn an_app_chat_poll_the_broker_did_not_take_is_tried_again_at_the_next_tic
     let topology = app.topology.clone();
     app.stop().await;
     cleanup(&amqp().await, &topology).await;
+}
+
+/// `config` with [`APPCHAT`] as the tenant's app chat, looked at every `poll`.
+fn with_appchat(config: String, api_base: &str, poll: Duration) -> String {
+    config.replace(
+        &format!("api_base = \"{api_base}\""),
+        &format!("api_base = \"{api_base}\"\nappchats = [\"{APPCHAT}\"]\nappchat_poll_secs = {}", poll.as_secs()),
+    )
 }
 
 /// Waits until the simulator has answered at least `n` appchat/get calls; returns how many.
