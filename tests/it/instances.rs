@@ -591,3 +591,22 @@ async fn a_rate_limit_pause_seen_by_one_instance_holds_every_instance() {
     let alive: Vec<usize> = (0..INSTANCES).collect();
     cluster.finish(&alive).await;
 }
+
+/// A turn given back (its work failed) goes to whichever instance asks next, not only to the one
+/// that gave it back; while it is held, no other instance gets it.
+#[tokio::test]
+async fn a_turn_given_back_goes_to_the_next_instance_that_asks() {
+    use groupwatch::worker::cluster::Membership;
+    for store in [TestStore::sqlite().await, TestStore::postgres().await] {
+        let shared = groupwatch::store::connect(&store.url()).await.unwrap();
+        let a = Membership::new(shared.clone(), true, 16, Duration::from_secs(10));
+        let b = Membership::new(shared.clone(), true, 16, Duration::from_secs(10));
+        let period = Duration::from_secs(3600);
+        assert!(a.claim_turn("resync:wecom:acme", period).await, "the first ask takes the turn");
+        assert!(!b.claim_turn("resync:wecom:acme", period).await, "held for the period");
+        a.give_back_turn("resync:wecom:acme").await;
+        assert!(b.claim_turn("resync:wecom:acme", period).await, "given back: the other instance takes it");
+        assert!(!a.claim_turn("resync:wecom:acme", period).await, "now the other one holds it");
+        store.drop_database().await;
+    }
+}
